@@ -1,0 +1,265 @@
+"""``TrainingArguments``: Hugging Face's field names and defaults for everything the loop uses.
+
+Importing this module does not import torch (``hooktrain train`` and ``from_toml`` read
+arguments before anything heavy loads).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from hooktrain.errors import ConfigError
+
+INTERVAL_STRATEGIES = ("no", "steps", "epoch")
+SAVE_STRATEGIES = ("no", "steps", "epoch", "best")
+SCHEDULER_TYPES = ("linear", "cosine", "constant", "constant_with_warmup")
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "sgd")
+PLUGIN_ERROR_MODES = ("warn", "raise")
+
+
+@dataclass
+class TrainingArguments:
+    """Everything that configures a run. Field names and defaults follow HF's ``TrainingArguments``.
+
+    Steps given as a float below 1 (``logging_steps=0.1``) are a fraction of the total training
+    steps, as in HF. hooktrain's own fields are ``disable_plugins`` (entry-point plugin names to
+    block before they are imported) and ``plugin_errors`` (``"warn"``: a failing logging plugin
+    is reported and switched off; ``"raise"``: any plugin error is fatal).
+    """
+
+    output_dir: str = "trainer_output"
+    num_train_epochs: float = 3.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float | None = 1.0
+    optim: str = "adamw_torch_fused"
+    lr_scheduler_type: str = "linear"
+    lr_scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
+    warmup_steps: float = 0
+    warmup_ratio: float = 0.0
+    logging_strategy: str = "steps"
+    logging_steps: float = 500
+    logging_first_step: bool = False
+    eval_strategy: str = "no"
+    eval_steps: float | None = None
+    eval_delay: float = 0
+    eval_on_start: bool = False
+    save_strategy: str = "steps"
+    save_steps: float = 500
+    save_total_limit: int | None = None
+    load_best_model_at_end: bool = False
+    metric_for_best_model: str | None = None
+    greater_is_better: bool | None = None
+    restore_callback_states_from_checkpoint: bool = True
+    ignore_data_skip: bool = False
+    seed: int = 42
+    data_seed: int | None = None
+    report_to: str | list[str] | None = "all"
+    disable_tqdm: bool = False
+    dataloader_num_workers: int = 0
+    dataloader_drop_last: bool = False
+    dataloader_pin_memory: bool = True
+    remove_unused_columns: bool = True
+    label_names: list[str] | None = None
+    run_name: str | None = None
+    use_cpu: bool = False
+    bf16: bool = False
+    fp16: bool = False
+    disable_plugins: list[str] = field(default_factory=list)
+    plugin_errors: str = "warn"
+
+    def __post_init__(self) -> None:
+        self.output_dir = os.fspath(self.output_dir)
+        _check_choice("logging_strategy", self.logging_strategy, INTERVAL_STRATEGIES)
+        _check_choice("eval_strategy", self.eval_strategy, INTERVAL_STRATEGIES)
+        _check_choice("save_strategy", self.save_strategy, SAVE_STRATEGIES)
+        _check_choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULER_TYPES)
+        _check_choice("optim", self.optim, OPTIMIZERS)
+        _check_choice("plugin_errors", self.plugin_errors, PLUGIN_ERROR_MODES)
+        self.report_to = _normalise_report_to(self.report_to)
+        if isinstance(self.disable_plugins, str):
+            self.disable_plugins = [n.strip() for n in self.disable_plugins.split(",") if n.strip()]
+        self.disable_plugins = list(self.disable_plugins)
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size",
+                     "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.eval_strategy == "steps" and self.eval_steps is None:
+            self.eval_steps = self.logging_steps  # HF: evaluation follows the logging interval
+        for kind in ("logging_steps", "eval_steps", "save_steps", "warmup_steps"):
+            setattr(self, kind, _normalise_steps(kind, getattr(self, kind)))
+        if self.logging_strategy == "steps" and self.logging_steps == 0:
+            raise ConfigError("logging_steps must be non-zero with logging_strategy='steps'.")
+        if self.save_strategy == "steps" and self.save_steps == 0:
+            raise ConfigError("save_steps must be non-zero with save_strategy='steps'.")
+        if self.eval_strategy == "steps" and self.eval_steps == 0:
+            raise ConfigError("eval_steps must be non-zero with eval_strategy='steps'.")
+        self._check_best_model()
+        if self.run_name is None:
+            self.run_name = self.output_dir
+        if self.fp16 and self.bf16:
+            raise ConfigError("fp16 and bf16 are both set: choose one.")
+
+    def _check_best_model(self) -> None:
+        if (self.load_best_model_at_end or self.save_strategy == "best") and (
+            self.metric_for_best_model is None
+        ):
+            if self.save_strategy == "best":
+                raise ConfigError(
+                    "save_strategy='best' needs metric_for_best_model (for example 'loss' or "
+                    "'accuracy') to know which checkpoints are best."
+                )
+            self.metric_for_best_model = "loss"
+        if self.load_best_model_at_end and self.save_strategy != "best":
+            if self.eval_strategy != self.save_strategy:
+                raise ConfigError(
+                    "load_best_model_at_end needs the save and eval strategies to match, got "
+                    f"save_strategy={self.save_strategy!r} and eval_strategy="
+                    f"{self.eval_strategy!r}. Set both to the same value or use "
+                    "save_strategy='best'."
+                )
+            if self.eval_strategy == "steps" and self.save_steps % self.eval_steps != 0:
+                if not (self.save_steps < 1 and self.eval_steps < 1):
+                    raise ConfigError(
+                        "load_best_model_at_end needs save_steps to be a multiple of eval_steps, "
+                        f"got save_steps={self.save_steps} and eval_steps={self.eval_steps}."
+                    )
+        if self.greater_is_better is None and self.metric_for_best_model is not None:
+            self.greater_is_better = not self.metric_for_best_model.endswith("loss")
+
+    # ---- HF's derived values -------------------------------------------------------------
+
+    @property
+    def world_size(self) -> int:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+
+    @property
+    def process_index(self) -> int:
+        return int(os.environ.get("RANK", "0"))
+
+    @property
+    def local_process_index(self) -> int:
+        return int(os.environ.get("LOCAL_RANK", "0"))
+
+    @property
+    def should_log(self) -> bool:
+        return self.process_index == 0
+
+    @property
+    def should_save(self) -> bool:
+        return self.process_index == 0
+
+    @property
+    def train_batch_size(self) -> int:
+        return self.per_device_train_batch_size
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.per_device_eval_batch_size
+
+    @property
+    def device(self) -> Any:
+        import torch
+
+        if not self.use_cpu and torch.cuda.is_available():
+            return torch.device("cuda", self.local_process_index)
+        return torch.device("cpu")
+
+    def get_warmup_steps(self, num_training_steps: int) -> int:
+        """Warmup steps: ``warmup_steps`` (a fraction when below 1) or else ``warmup_ratio``."""
+        if self.warmup_steps >= 1:
+            return int(self.warmup_steps)
+        ratio = self.warmup_steps if self.warmup_steps > 0 else self.warmup_ratio
+        return math.ceil(num_training_steps * ratio)
+
+    # ---- serialisation -------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def to_sanitized_dict(self) -> dict[str, Any]:
+        """Values a tracking backend accepts as parameters (lists and dicts as strings)."""
+        valid = (bool, int, float, str)
+        return {k: v if isinstance(v, valid) else str(v) for k, v in self.to_dict().items()}
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+
+def _check_unknown_arguments(init):  # type: ignore[no-untyped-def]
+    """Wrap the dataclass ``__init__`` so a misspelled argument names the nearest field."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: N807
+        names = TrainingArguments.field_names()
+        unknown = [key for key in kwargs if key not in names]
+        if unknown:
+            raise ConfigError(_unknown_field_message(unknown[0], names))
+        init(self, *args, **kwargs)
+
+    __init__.__doc__ = init.__doc__
+    __init__.__signature__ = inspect.signature(init)  # type: ignore[attr-defined]
+    return __init__
+
+
+def _unknown_field_message(key: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return (
+        f"TrainingArguments got an unknown argument {key!r}.{hint} "
+        f"Valid arguments: {', '.join(names)}."
+    )
+
+
+TrainingArguments.__init__ = _check_unknown_arguments(TrainingArguments.__init__)  # type: ignore[method-assign]
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(
+            f"Invalid value {value!r} for argument {name}. Accepted values are: "
+            f"{', '.join(repr(c) for c in choices)}."
+        )
+
+
+def _normalise_steps(name: str, value: float | None) -> float | None:
+    """Values >= 1 must be whole numbers and become ints; values in (0, 1) are ratios."""
+    if value is None:
+        return None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {value}.")
+    if value >= 1:
+        if value != int(value):
+            raise ConfigError(f"{name} must be a whole number when >= 1, got {value}.")
+        return int(value)
+    return value
+
+
+def _normalise_report_to(value: str | list[str] | None) -> str | list[str]:
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        if value in ("all", "none"):
+            return value
+        return [name.strip() for name in value.split(",") if name.strip()]
+    names = list(value)
+    if names in (["all"], ["none"]):
+        return names[0]
+    return names

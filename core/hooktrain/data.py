@@ -1,0 +1,126 @@
+"""Data loading: a seeded, resumable batch order and moving batches to the device.
+
+The training order depends only on ``seed`` and the epoch, never on the global RNG or the number
+of processes: epoch ``e`` shuffles with a generator seeded ``seed + e``. That is what lets a run
+resumed in the middle of an epoch skip exactly the batches it had already seen.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import default_collate as torch_default_collate
+
+
+class EpochBatchSampler:
+    """Yields lists of sample indices: shuffled per epoch by seed, resumable, rank-sliced.
+
+    The permutation covers the whole data set; each global batch of ``batch_size * world_size``
+    indices is cut into ``world_size`` slices and rank ``r`` takes slice ``r``, so one process
+    and N processes see the same global batches.
+    """
+
+    def __init__(
+        self, num_samples: int, batch_size: int, *, shuffle: bool, seed: int,
+        drop_last: bool = False, rank: int = 0, world_size: int = 1,
+    ) -> None:
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.skip_batches = 0
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Select the epoch's order; ``skip_batches`` batches are left out once (resume)."""
+        self.epoch = epoch
+        self.skip_batches = skip_batches
+
+    def _global_batch(self) -> int:
+        return self.batch_size * self.world_size
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.num_samples, self._global_batch())
+        return full if self.drop_last or rest == 0 else full + 1
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            generator = torch.Generator()
+            generator.manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_samples, generator=generator).tolist()
+        else:
+            order = list(range(self.num_samples))
+        step = self._global_batch()
+        skip, self.skip_batches = self.skip_batches, 0
+        for index in range(skip, len(self)):
+            batch = order[index * step:(index + 1) * step]
+            per_rank = -(-len(batch) // self.world_size)
+            yield batch[self.rank * per_rank:(self.rank + 1) * per_rank]
+
+
+def make_dataloader(
+    dataset: Dataset, batch_sampler: EpochBatchSampler, collate_fn: Callable[[list], Any],
+    num_workers: int, pin_memory: bool, seed: int,
+) -> DataLoader:
+    # The loader gets its own generator: left alone, each new iterator draws a seed from the
+    # global torch RNG, so a resumed run would consume RNG at a different point than the
+    # uninterrupted one and dropout masks would differ.
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        dataset, batch_sampler=batch_sampler, collate_fn=collate_fn, num_workers=num_workers,
+        pin_memory=pin_memory, generator=generator,
+    )
+
+
+def default_collate(samples: list[Any]) -> Any:
+    """HF-style collation: dicts of tensors/numbers or tuples, stacked with torch's collate."""
+    return torch_default_collate(samples)
+
+
+def unused_columns(model: torch.nn.Module, sample: Any, keep: Sequence[str]) -> list[str]:
+    """Dict keys of ``sample`` that ``model.forward`` cannot take (HF's remove_unused_columns)."""
+    if not isinstance(sample, Mapping):
+        return []
+    parameters = inspect.signature(model.forward).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return []
+    return [key for key in sample if key not in parameters and key not in keep]
+
+
+def drop_columns(collate_fn: Callable[[list], Any], columns: Sequence[str]) -> Callable[[list], Any]:
+    dropped = frozenset(columns)
+
+    def collate(samples: list[Any]) -> Any:
+        return collate_fn([{k: v for k, v in s.items() if k not in dropped} for s in samples])
+
+    return collate
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor of a (nested) batch to ``device`` without blocking the host."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return type(batch)({k: to_device(v, device) for k, v in batch.items()})
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def batch_size_of(batch: Any) -> int:
+    """Number of samples in a collated batch (the first tensor's first dimension)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0] if batch.dim() else 1
+    values = batch.values() if isinstance(batch, Mapping) else batch
+    for value in values:
+        if isinstance(value, torch.Tensor) and value.dim():
+            return value.shape[0]
+    return 1

@@ -1,0 +1,207 @@
+"""``evaluate`` and ``predict``: the evaluation loop of :class:`~hooktrain.Trainer`.
+
+The loss is averaged over samples (not batches), predictions and labels are gathered on the
+device and turned into numpy once at the end, and ``on_prediction_step`` fires after each batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from hooktrain.data import EpochBatchSampler, batch_size_of, to_device
+from hooktrain.errors import ConfigError
+from hooktrain.outputs import EvalLoopOutput, EvalPrediction, PredictionOutput, speed_metrics
+
+if TYPE_CHECKING:
+    from hooktrain.trainer import Trainer
+
+
+class EvaluationMixin:
+    """``evaluate``, ``predict`` and their loop; mixed into :class:`~hooktrain.Trainer`."""
+
+    def evaluate(
+        self: Trainer, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> dict[str, float]:
+        """Evaluate on ``eval_dataset`` (or each of a dict of them); returns the metrics.
+
+        Fires ``on_prediction_step`` per batch, then ``on_log`` and ``on_evaluate`` once per data
+        set. With a dict of data sets the metric prefix is ``{metric_key_prefix}_{name}``.
+        """
+        with self._exception_funnel():
+            datasets = self.eval_dataset if eval_dataset is None else eval_dataset
+            if isinstance(datasets, str):
+                if not isinstance(self.eval_dataset, Mapping) or datasets not in self.eval_dataset:
+                    raise ConfigError(f"No evaluation data set named {datasets!r}.")
+                return self.evaluate(self.eval_dataset[datasets], ignore_keys,
+                                     f"{metric_key_prefix}_{datasets}")
+            if isinstance(datasets, Mapping):
+                merged: dict[str, float] = {}
+                for name, dataset in datasets.items():
+                    merged.update(self.evaluate(dataset, ignore_keys, f"{metric_key_prefix}_{name}"))
+                return merged
+            if datasets is None:
+                raise ConfigError("evaluate() needs an eval_dataset (in the Trainer or here).")
+            start = time.time()
+            output = self.evaluation_loop(
+                self.get_eval_dataloader(datasets), "Evaluation", ignore_keys=ignore_keys,
+                metric_key_prefix=metric_key_prefix,
+            )
+            metrics = output.metrics
+            metrics.update(speed_metrics(
+                metric_key_prefix, start, num_samples=output.num_samples,
+                num_steps=math.ceil(output.num_samples / self.args.per_device_eval_batch_size),
+            ))
+            self.log(metrics)
+            self.callback_handler.on_evaluate(metrics)
+            return metrics
+
+    def predict(
+        self: Trainer, test_dataset: Any, ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "test",
+    ) -> PredictionOutput:
+        """Predict on ``test_dataset``: predictions, label ids (or ``None``) and metrics.
+
+        Fires ``on_prediction_step`` per batch and ``on_predict``; it does not log.
+        """
+        with self._exception_funnel():
+            start = time.time()
+            output = self.evaluation_loop(
+                self.get_eval_dataloader(test_dataset), "Prediction", ignore_keys=ignore_keys,
+                metric_key_prefix=metric_key_prefix,
+            )
+            output.metrics.update(speed_metrics(
+                metric_key_prefix, start, num_samples=output.num_samples,
+                num_steps=math.ceil(output.num_samples / self.args.per_device_eval_batch_size),
+            ))
+            self.callback_handler.on_predict(output.metrics)
+            return PredictionOutput(output.predictions, output.label_ids, output.metrics)
+
+    def get_eval_dataloader(self: Trainer, dataset: Any) -> torch.utils.data.DataLoader:
+        sampler = EpochBatchSampler(
+            len(dataset), self.args.per_device_eval_batch_size, shuffle=False, seed=0,
+            rank=self.args.process_index, world_size=self.args.world_size,
+        )
+        return self._dataloader(dataset, sampler)
+
+    def evaluation_loop(
+        self: Trainer, dataloader: Any, description: str, prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval",
+    ) -> EvalLoopOutput:
+        """Run the model over ``dataloader``; HF's metric rules (prefixing, ``_loss`` last)."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        self.callback_handler.set_context(eval_dataloader=dataloader)
+        loss_sum: torch.Tensor | None = None
+        num_samples = 0
+        all_logits: list[Any] = []
+        all_labels: list[Any] = []
+        want_predictions = not prediction_loss_only
+        try:
+            for batch in dataloader:
+                size = batch_size_of(batch)
+                num_samples += size
+                loss, logits, labels = self.prediction_step(model, batch, not want_predictions,
+                                                            ignore_keys)
+                if loss is not None:
+                    weighted = loss.detach().float() * size
+                    loss_sum = weighted if loss_sum is None else loss_sum + weighted
+                if want_predictions:
+                    if logits is not None and self.preprocess_logits_for_metrics is not None:
+                        logits = self.preprocess_logits_for_metrics(logits, labels)
+                    if logits is not None:
+                        all_logits.append(_detach(logits))
+                    if labels is not None:
+                        all_labels.append(_detach(labels))
+                self.callback_handler.on_prediction_step()
+        finally:
+            if was_training:
+                model.train()
+        predictions = _concat(all_logits)
+        label_ids = _concat(all_labels)
+        metrics: dict[str, Any] = {}
+        if self.compute_metrics is not None and predictions is not None and label_ids is not None:
+            metrics = dict(self.compute_metrics(EvalPrediction(predictions, label_ids)))
+        metrics = {k: v.item() if hasattr(v, "item") else v for k, v in metrics.items()}
+        if loss_sum is not None and num_samples:
+            metrics[f"{metric_key_prefix}_loss"] = (loss_sum / num_samples).item()
+        metrics = {
+            k if k.startswith(f"{metric_key_prefix}_") else f"{metric_key_prefix}_{k}": v
+            for k, v in metrics.items()
+        }
+        return EvalLoopOutput(predictions, label_ids, metrics, num_samples)
+
+    def prediction_step(
+        self: Trainer, model: torch.nn.Module, inputs: Any, prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[torch.Tensor | None, Any, Any]:
+        """One evaluation batch: ``(loss, logits, labels)``, each possibly ``None``."""
+        if self.device.type != "cpu":
+            inputs = to_device(inputs, self.device)
+        labels = _labels_of(inputs, self.label_names)
+        with torch.no_grad(), self._autocast():
+            if labels is not None:
+                loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+            else:
+                loss = None
+                outputs = model(**inputs) if isinstance(inputs, Mapping) else model(*inputs)
+        if prediction_loss_only:
+            return loss, None, None
+        return loss, _logits_of(outputs, loss is not None, ignore_keys or []), labels
+
+
+def _labels_of(inputs: Any, label_names: list[str]) -> Any:
+    """Labels of a batch: the ``label_names`` keys of a dict, the last element of a tuple."""
+    if isinstance(inputs, Mapping):
+        found = [inputs[name] for name in label_names if name in inputs]
+        if not found:
+            return None
+        return found[0] if len(found) == 1 else tuple(found)
+    if isinstance(inputs, (tuple, list)) and len(inputs) > 1:
+        return inputs[-1]
+    return None
+
+
+def _logits_of(outputs: Any, has_loss: bool, ignore_keys: list[str]) -> Any:
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    if isinstance(outputs, Mapping) or hasattr(outputs, "keys"):
+        values = [outputs[k] for k in outputs.keys() if k != "loss" and k not in ignore_keys]
+    elif isinstance(outputs, (tuple, list)):
+        values = list(outputs[1:] if has_loss else outputs)
+    elif hasattr(outputs, "logits"):
+        values = [outputs.logits]
+    else:
+        return None
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def _detach(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_detach(v) for v in value)
+    return value
+
+
+def _concat(chunks: list[Any]) -> Any:
+    """Concatenate per-batch tensors (or tuples of them) along the batch axis, as numpy."""
+    if not chunks:
+        return None
+    first = chunks[0]
+    if isinstance(first, (tuple, list)):
+        return tuple(_concat([chunk[i] for chunk in chunks]) for i in range(len(first)))
+    tensors = [c if c.dim() else c.reshape(1) for c in chunks]
+    merged = torch.cat(tensors, dim=0)
+    if merged.dtype == torch.bfloat16:
+        merged = merged.float()
+    return merged.cpu().numpy()
+

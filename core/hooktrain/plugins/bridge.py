@@ -1,0 +1,71 @@
+"""The ``TrainerCallback`` bridge: an HF callback registered as a pluggy plugin.
+
+The bridge exposes one hookimpl per event the callback overrides (a base-class no-op is never
+called) and calls it exactly as HF's ``CallbackHandler`` does: ``(args, state, control)``
+positionally, then HF's keyword arguments. hooktrain's additions (``loss``, ``checkpoint_dir`` on
+``on_save``) are not passed, so HF code sees the kwargs it expects.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable
+
+from hooktrain.callback import TrainerCallback
+from hooktrain.errors import HookNameError
+from hooktrain.events import COMMON_ARGS, EVENT_NAMES, HF_EXTRA_ARGS, positional_signature
+from hooktrain.markers import hookimpl
+
+_HF_KWARGS = COMMON_ARGS[3:]  # model ... eval_dataloader
+
+
+class TrainerCallbackBridge:
+    """Registers a :class:`TrainerCallback` with the plugin manager."""
+
+    def __init__(self, callback: TrainerCallback) -> None:
+        self.callback = callback
+        check_callback_hook_names(callback)
+        for event in overridden_events(type(callback)):
+            setattr(self, event, hookimpl(_make_impl(getattr(callback, event), event)))
+
+    def __repr__(self) -> str:
+        return f"<bridge for {self.callback!r}>"
+
+
+def overridden_events(cls: type) -> list[str]:
+    """Events whose method ``cls`` overrides (base no-ops need no call)."""
+    return [e for e in EVENT_NAMES if getattr(cls, e, None) is not getattr(TrainerCallback, e)]
+
+
+def check_callback_hook_names(callback: object) -> None:
+    """Reject a public ``on_*`` method that is no event: it would never be called."""
+    for name in dir(type(callback)):
+        if name.startswith("on_") and name not in EVENT_NAMES and callable(getattr(callback, name)):
+            raise HookNameError(unknown_hook_message(type(callback).__qualname__, name))
+
+
+def unknown_hook_message(plugin: str, hook: str) -> str:
+    close = difflib.get_close_matches(hook, EVENT_NAMES, n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return (
+        f"Plugin {plugin!r} implements {hook!r}, which is not a hooktrain hook, so it would never "
+        f"be called.{hint} Rename it to one of the hooks in docs/events.md (or prefix it with an "
+        "underscore if it is a helper), or remove the plugin (pop_callback, disable_plugins)."
+    )
+
+
+def _make_impl(method: Callable[..., Any], event: str) -> Callable[..., Any]:
+    """Build ``impl(<common args>, <extra>)`` that calls ``method`` the way HF does.
+
+    pluggy reads argument names from the signature, so the function carries the event's real
+    parameter names in ``__signature__``.
+    """
+    extras = HF_EXTRA_ARGS.get(event, ())
+    keywords = _HF_KWARGS + extras
+
+    def impl(args: Any, state: Any, control: Any, *values: Any) -> Any:
+        return method(args, state, control, **dict(zip(keywords, values)))
+
+    impl.__name__ = impl.__qualname__ = event
+    impl.__signature__ = positional_signature(COMMON_ARGS + extras)  # type: ignore[attr-defined]
+    return impl

@@ -1,0 +1,223 @@
+"""The one place hooks are called from: ordering, control chaining, copies, isolation, gating.
+
+The :class:`~hooktrain.Trainer` calls one typed method per event (``hooks.on_step_end(loss)``), so
+no hook name is spelled anywhere else. Each method first clears the control flags HF's
+``CallbackHandler`` clears for that event, then calls every enabled implementation in the order
+of :meth:`HooktrainPluginManager.ordered_impls`:
+
+* Arguments come from one shared dict (the common arguments plus the event's own) and each
+  implementation receives only the names it declares.
+* A returned ``TrainerControl`` replaces the control for the implementations after it and for
+  the loop (HF's chain).
+* ``logs`` / ``metrics`` are copied per implementation, so no plugin sees another's edits.
+* An isolated (entry-point) plugin that raises is reported once with its traceback, switched off
+  and listed in :attr:`faults`; with ``plugin_errors="raise"``, or for a user callback, the error
+  propagates with a note naming the plugin and hook.
+* Plugins that do not run on every rank are left out of the tables on other ranks.
+* ``HOOKTRAIN_TRACE_PLUGINS=1`` prints every call to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from hooktrain.events import COMMON_ARGS, COPIED_ARGS, EXTRA_ARGS
+from hooktrain.plugins.manager import HooktrainPluginManager, PluginRecord
+from hooktrain.state import TrainerControl
+
+logger = logging.getLogger("hooktrain")
+
+_Impl = tuple[PluginRecord, Callable[..., Any], tuple[str, ...]]
+
+
+@dataclass
+class PluginFault:
+    """A plugin switched off after raising: listed in the end-of-training summary."""
+
+    plugin: str
+    hook: str
+    error: str
+
+
+class HookDispatcher:
+    """Calls the hooks of one Trainer's plugins. See the module docstring."""
+
+    def __init__(self, manager: HooktrainPluginManager, plugin_errors: str = "warn") -> None:
+        self.manager = manager
+        self.plugin_errors = plugin_errors
+        self.is_world_process_zero = True
+        self.faults: list[PluginFault] = []
+        self.kwargs: dict[str, Any] = dict.fromkeys(COMMON_ARGS)
+        self.kwargs["control"] = TrainerControl()
+        self._tables: dict[str, tuple[_Impl, ...]] = {}
+        self._trace = os.environ.get("HOOKTRAIN_TRACE_PLUGINS", "") not in ("", "0")
+        manager.add_change_listener(self._tables.clear)
+
+    # ---- shared arguments ----------------------------------------------------------------
+
+    @property
+    def control(self) -> TrainerControl:
+        return self.kwargs["control"]
+
+    @control.setter
+    def control(self, value: TrainerControl) -> None:
+        self.kwargs["control"] = value
+
+    def set_context(self, **values: Any) -> None:
+        """Update common arguments (``model=...``, ``optimizer=...``)."""
+        unknown = set(values) - set(COMMON_ARGS)
+        if unknown:
+            raise TypeError(f"not common hook arguments: {sorted(unknown)}")
+        self.kwargs.update(values)
+
+    def set_rank(self, is_world_process_zero: bool) -> None:
+        self.is_world_process_zero = is_world_process_zero
+        self._tables.clear()
+
+    # ---- one typed method per event --------------------------------------------------------
+
+    def on_init_end(self) -> None:
+        self._fire("on_init_end")
+
+    def on_load_checkpoint(self, checkpoint_dir: Any) -> None:
+        self.kwargs["checkpoint_dir"] = checkpoint_dir
+        self._fire("on_load_checkpoint")
+
+    def on_train_begin(self) -> None:
+        self.control.should_training_stop = False
+        self._fire("on_train_begin")
+
+    def on_epoch_begin(self) -> None:
+        self.control.should_epoch_stop = False
+        self._fire("on_epoch_begin")
+
+    def on_step_begin(self) -> None:
+        control = self.control
+        control.should_log = control.should_evaluate = control.should_save = False
+        self._fire("on_step_begin")
+
+    def on_substep_end(self) -> None:
+        self._fire("on_substep_end")
+
+    def on_pre_optimizer_step(self) -> None:
+        self._fire("on_pre_optimizer_step")
+
+    def on_optimizer_step(self) -> None:
+        self._fire("on_optimizer_step")
+
+    def on_step_end(self, loss: Any) -> None:
+        self.kwargs["loss"] = loss
+        self._fire("on_step_end")
+
+    def on_epoch_end(self) -> None:
+        self._fire("on_epoch_end")
+
+    def on_log(self, logs: dict[str, Any]) -> None:
+        self.control.should_log = False
+        self.kwargs["logs"] = logs
+        self._fire("on_log")
+
+    def on_prediction_step(self) -> None:
+        self._fire("on_prediction_step")
+
+    def on_evaluate(self, metrics: dict[str, Any]) -> None:
+        self.control.should_evaluate = False
+        self.kwargs["metrics"] = metrics
+        self._fire("on_evaluate")
+
+    def on_predict(self, metrics: dict[str, Any]) -> None:
+        self.kwargs["metrics"] = metrics
+        self._fire("on_predict")
+
+    def on_save(self, checkpoint_dir: Any) -> None:
+        self.control.should_save = False
+        self.kwargs["checkpoint_dir"] = checkpoint_dir
+        self._fire("on_save")
+
+    def on_train_end(self) -> None:
+        self._fire("on_train_end")
+
+    def on_exception(self, exception: BaseException) -> None:
+        """Call every plugin; failures are logged and never hide ``exception``."""
+        self.kwargs["exception"] = exception
+        for record, function, argnames in self._table("on_exception"):
+            try:
+                function(*[self.kwargs[name] for name in argnames])
+            except Exception:  # noqa: BLE001 - teardown must reach every plugin
+                logger.exception(
+                    "Plugin %s failed in on_exception while handling %r; continuing.",
+                    record.label, exception,
+                )
+
+    # ---- machinery -----------------------------------------------------------------------
+
+    def _fire(self, hook: str) -> None:
+        impls = self._tables.get(hook)
+        if impls is None:
+            impls = self._table(hook)
+        if not impls:
+            return
+        kwargs = self.kwargs
+        copied = COPIED_ARGS.get(hook)
+        original = kwargs[copied] if copied else None
+        for record, function, argnames in impls:
+            if record.disabled_reason is not None:
+                continue  # switched off earlier in this same event
+            if copied:
+                kwargs[copied] = dict(original)
+            try:
+                result = function(*[kwargs[name] for name in argnames])
+            except Exception as exc:
+                self._handle_fault(record, hook, exc)
+                continue
+            if result is not None and isinstance(result, TrainerControl):
+                kwargs["control"] = result
+        if copied:
+            kwargs[copied] = original
+
+    def _handle_fault(self, record: PluginRecord, hook: str, exc: Exception) -> None:
+        if not record.isolated or self.plugin_errors == "raise":
+            exc.add_note(f"(raised by plugin {record.label} in hook {hook})")
+            raise exc
+        logger.error(
+            "Plugin %s raised in %s and is switched off for the rest of this run; training goes "
+            "on. Fix or upgrade the plugin, disable it with disable_plugins=[%r], or set "
+            "plugin_errors='raise' to make this fatal.",
+            record.label, hook, record.name, exc_info=exc,
+        )
+        self.faults.append(PluginFault(record.label, hook, f"{type(exc).__name__}: {exc}"))
+        self.manager.disable_plugin(record, f"raised {type(exc).__name__} in {hook}")
+
+    def _table(self, hook: str) -> tuple[_Impl, ...]:
+        rows = []
+        for record, impl in self.manager.ordered_impls(hook):
+            if not record.all_ranks and not self.is_world_process_zero:
+                continue
+            function = impl.function
+            if self._trace:
+                function = _traced(function, hook, record.label)
+            rows.append((record, function, tuple(impl.argnames)))
+        table = self._tables[hook] = tuple(rows)
+        return table
+
+    def summary(self) -> str | None:
+        """One line per plugin switched off during the run, or ``None``."""
+        if not self.faults:
+            return None
+        lines = [f"  {f.plugin}: {f.error} (in {f.hook})" for f in self.faults]
+        return "Plugins switched off after an error during this run:\n" + "\n".join(lines)
+
+
+def _traced(function: Callable[..., Any], hook: str, label: str) -> Callable[..., Any]:
+    def traced(*args: Any) -> Any:
+        print(f"[hooktrain] {hook} -> {label}", file=sys.stderr)
+        return function(*args)
+
+    return traced
+
+
+assert set(COPIED_ARGS) <= set(EXTRA_ARGS)

@@ -1,0 +1,207 @@
+"""``HooktrainPluginManager``: pluggy's manager plus what a training framework needs.
+
+What it adds to :class:`pluggy.PluginManager`:
+
+* **One registry for both plugin styles.** ``TrainerCallback`` objects are wrapped in a
+  :class:`~hooktrain.plugins.bridge.TrainerCallbackBridge`; pluggy-style objects register as
+  they are.
+* **Hook names checked at registration.** A hook that does not exist (``on_stepend``) or an
+  argument no hook provides is a :class:`~hooktrain.errors.HookNameError` naming the plugin, the
+  hook and the closest real hook, instead of being ignored.
+* **Order as a contract** (:meth:`ordered_impls`), whatever the registration sequence.
+* **Records** per plugin: band, isolation (entry-point plugins are logging plugins whose errors
+  never stop training), rank gating and a switch-off reason, which the dispatcher reads.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Callable
+
+import pluggy
+
+from hooktrain import hookspecs
+from hooktrain.callback import TrainerCallback
+from hooktrain.errors import HookNameError, PluginError
+from hooktrain.events import EVENT_NAMES
+from hooktrain.markers import PROJECT_NAME
+from hooktrain.plugins.bridge import TrainerCallbackBridge, unknown_hook_message
+
+logger = logging.getLogger("hooktrain")
+
+
+class Band(IntEnum):
+    """Where a plugin runs in every event (DESIGN §4). Lower bands run first.
+
+    Within a band, ``tryfirst`` impls run first and ``trylast`` last; ties keep registration order.
+    """
+
+    #: DefaultFlowCallback sets the flags; everything after it may read and override them.
+    FLOW = 0
+    #: Callbacks the user passed: constructor list, then add_callback calls.
+    USER = 1
+    #: Entry-point plugins, in report_to order ("all": sorted by name).
+    ENTRY_POINT = 2
+    #: Progress bar or printer last, so what it prints reflects every other plugin's changes.
+    REPORTER = 3
+
+
+@dataclass(eq=False)
+class PluginRecord:
+    """What the manager knows about one registered plugin."""
+
+    name: str
+    plugin: object  # what the user gave: a callback, a pluggy-style object or a module
+    band: Band
+    ordinal: int
+    isolated: bool = False  # errors reported and the plugin switched off, training goes on
+    all_ranks: bool = True  # False: only world rank zero calls it
+    distribution: str | None = None
+    disabled_reason: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name the plugin."""
+        if self.distribution:
+            return f"{self.name} ({self.distribution})"
+        return self.name
+
+
+class HooktrainPluginManager(pluggy.PluginManager):
+    """The one plugin manager of a :class:`~hooktrain.Trainer` (see the module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__(PROJECT_NAME)
+        self.add_hookspecs(hookspecs)
+        self._records: dict[str, PluginRecord] = {}
+        self._ordinals = itertools.count()
+        self._listeners: list[Callable[[], None]] = []
+
+    # ---- registration --------------------------------------------------------------------
+
+    def register_plugin(
+        self,
+        plugin: object,
+        *,
+        band: Band | None = None,
+        name: str | None = None,
+        isolated: bool = False,
+        all_ranks: bool = True,
+        distribution: str | None = None,
+    ) -> PluginRecord:
+        """Register ``plugin`` (a ``TrainerCallback`` or a pluggy-style object) and validate it."""
+        if band is None:
+            band = default_band(plugin)
+        ordinal = next(self._ordinals)
+        if name is None:
+            name = f"{_describe(plugin)}#{ordinal}"
+        if name in self._records:
+            raise PluginError(f"A plugin named {name!r} is already registered.")
+        target = TrainerCallbackBridge(plugin) if isinstance(plugin, TrainerCallback) else plugin
+        if not isinstance(plugin, TrainerCallback):
+            _check_unmarked_hooks(plugin, name)
+        try:
+            self.register(target, name=name)
+        except pluggy.PluginValidationError as exc:
+            if self.get_plugin(name) is not None:  # pluggy keeps the impls it added before failing
+                self.unregister(name=name)
+            raise HookNameError(f"Plugin {name!r} cannot be registered: {exc}") from None
+        record = PluginRecord(name, plugin, band, ordinal, isolated, all_ranks, distribution)
+        self._records[name] = record
+        try:
+            self._check_impls(record)
+        except PluginError:
+            self.unregister_plugin(record)
+            raise
+        self._changed()
+        return record
+
+    def unregister_plugin(self, record: PluginRecord) -> None:
+        self.unregister(name=record.name)
+        self._records.pop(record.name, None)
+        self._changed()
+
+    def disable_plugin(self, record: PluginRecord, reason: str) -> None:
+        """Stop calling ``record``'s hooks for the rest of the run (it stays listed)."""
+        record.disabled_reason = reason
+        self._changed()
+
+    def _check_impls(self, record: PluginRecord) -> None:
+        for caller in self.get_hookcallers(self.get_plugin(record.name)) or []:
+            if caller.name not in EVENT_NAMES:
+                raise HookNameError(unknown_hook_message(record.label, caller.name))
+            for impl in caller.get_hookimpls():
+                if impl.plugin_name == record.name and (impl.wrapper or impl.hookwrapper):
+                    raise PluginError(
+                        f"Plugin {record.label!r} marks {caller.name!r} as a hook wrapper; "
+                        "hooktrain events do not support wrappers. Use tryfirst/trylast, or "
+                        "split the work between two events."
+                    )
+
+    # ---- queries ---------------------------------------------------------------------------
+
+    def records(self) -> list[PluginRecord]:
+        """Every registered plugin in dispatch order."""
+        return sorted(self._records.values(), key=lambda r: (r.band, r.ordinal))
+
+    def ordered_impls(self, hook_name: str) -> list[tuple[PluginRecord, pluggy.HookImpl]]:
+        """The enabled implementations of ``hook_name`` in contract order.
+
+        pluggy itself calls the last registered first; hooktrain sorts by band, then
+        tryfirst / plain / trylast, then registration order.
+        """
+        impls = []
+        for impl in getattr(self.hook, hook_name).get_hookimpls():
+            record = self._records[impl.plugin_name]
+            if record.disabled_reason is None:
+                impls.append((record, impl))
+
+        def order(item: tuple[PluginRecord, pluggy.HookImpl]) -> tuple[int, int, int]:
+            record, impl = item
+            within = 0 if impl.tryfirst else 2 if impl.trylast else 1
+            return (record.band, within, record.ordinal)
+
+        return sorted(impls, key=order)
+
+    def add_change_listener(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+
+def default_band(plugin: object) -> Band:
+    from hooktrain.callbacks import DefaultFlowCallback, PrinterCallback, ProgressCallback
+
+    if isinstance(plugin, DefaultFlowCallback):
+        return Band.FLOW
+    if isinstance(plugin, (ProgressCallback, PrinterCallback)):
+        return Band.REPORTER
+    return Band.USER
+
+
+def _describe(plugin: object) -> str:
+    if isinstance(plugin, type(logging)):  # a module
+        return plugin.__name__
+    return type(plugin).__qualname__
+
+
+def _check_unmarked_hooks(plugin: Any, name: str) -> None:
+    """An object with ``on_*`` methods but no ``@hookimpl`` at all is almost surely a mistake."""
+    marked = any(
+        hasattr(getattr(plugin, attr, None), f"{PROJECT_NAME}_impl") for attr in dir(plugin)
+    )
+    if marked:
+        return
+    unmarked = [a for a in dir(plugin) if a in EVENT_NAMES and callable(getattr(plugin, a, None))]
+    if unmarked:
+        raise PluginError(
+            f"Plugin {name!r} defines {', '.join(unmarked)} but marks none with @hookimpl, so "
+            "nothing would be called. Decorate them with `from hooktrain import hookimpl`, or "
+            "subclass hooktrain.TrainerCallback for HF-style (args, state, control, **kwargs) "
+            "methods."
+        )

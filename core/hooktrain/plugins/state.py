@@ -1,0 +1,95 @@
+"""Plugin state in checkpoints: saved for every stateful plugin, restored on resume.
+
+A plugin is stateful when it is an :class:`~hooktrain.ExportableState` (HF's protocol) or has
+``state_dict()`` and ``load_state_dict()``. Each instance has its own key: its ``state_key``
+property when it has one (as Lightning's callbacks do), else its class's qualified name and its
+ordinal among the instances of that class (``Counter#0``, ``Counter#1``). State is *replaced*
+at every save, never appended (HF #33875), and restored onto the existing instance.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from typing import Any
+
+from hooktrain.errors import CheckpointError
+from hooktrain.plugins.manager import PluginRecord
+from hooktrain.state import ExportableState, TrainerControl
+
+logger = logging.getLogger("hooktrain")
+
+CONTROL_KEY = "TrainerControl"
+
+
+def is_stateful(plugin: object) -> bool:
+    if isinstance(plugin, ExportableState):
+        return True
+    return callable(getattr(plugin, "state_dict", None)) and callable(
+        getattr(plugin, "load_state_dict", None)
+    )
+
+
+def keyed_plugins(records: list[PluginRecord]) -> dict[str, object]:
+    """Stateful plugins by state key, in dispatch order."""
+    seen: Counter[str] = Counter()
+    keyed: dict[str, object] = {}
+    for record in records:
+        plugin = record.plugin
+        if not is_stateful(plugin):
+            continue
+        key = getattr(plugin, "state_key", None)
+        if not isinstance(key, str):
+            name = type(plugin).__qualname__
+            key = f"{name}#{seen[name]}"
+            seen[name] += 1
+        if key in keyed:
+            raise CheckpointError(
+                f"Two plugins share the state key {key!r}; give one of them a distinct "
+                "state_key property so their checkpoint states do not overwrite each other."
+            )
+        keyed[key] = plugin
+    return keyed
+
+
+def collect(records: list[PluginRecord], control: TrainerControl) -> dict[str, Any]:
+    """Every stateful plugin's state, plus the control, as JSON-ready data."""
+    states: dict[str, Any] = {CONTROL_KEY: control.state()}
+    for key, plugin in keyed_plugins(records).items():
+        state = plugin.state() if isinstance(plugin, ExportableState) else plugin.state_dict()
+        try:
+            json.dumps(state)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"Plugin state {key!r} cannot be saved as JSON ({exc}); return plain numbers, "
+                "strings, lists and dicts from state() / state_dict()."
+            ) from exc
+        states[key] = state
+    return states
+
+
+def restore(records: list[PluginRecord], stored: dict[str, Any], control: TrainerControl) -> None:
+    """Put each stored state back onto the plugin with the same key; warn on mismatches."""
+    if CONTROL_KEY in stored:
+        for name, value in stored[CONTROL_KEY].get("args", {}).items():
+            setattr(control, name, value)
+    plugins = keyed_plugins(records)
+    orphans = [key for key in stored if key != CONTROL_KEY and key not in plugins]
+    if orphans:
+        logger.warning(
+            "The checkpoint holds state for plugins this run does not have; it is ignored: %s.",
+            ", ".join(orphans),
+        )
+    for key, plugin in plugins.items():
+        if key not in stored:
+            logger.warning(
+                "Plugin state %r is not in the checkpoint; the plugin starts fresh.", key
+            )
+            continue
+        state = stored[key]
+        if isinstance(plugin, ExportableState):
+            for name, value in state.get("attributes", {}).items():
+                setattr(plugin, name, value)
+        else:
+            plugin.load_state_dict(state)  # type: ignore[attr-defined]

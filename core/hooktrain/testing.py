@@ -1,0 +1,196 @@
+"""The plugin author's test kit: a tiny model and data set, ``run_training`` and ``HookRecorder``.
+
+Use it from plain code, or as an opt-in pytest plugin (like pytest's ``pytester``)::
+
+    # conftest.py
+    pytest_plugins = ["hooktrain.testing"]
+
+    # test_my_plugin.py
+    def test_logs_reach_my_plugin(run_training):
+        run = run_training(plugins=[MyPlugin()], logging_steps=2)
+        assert run.recorder.events.count("on_log") == ...
+
+``run_training`` trains :class:`TinyRegressor` for a few steps in a fresh output directory with
+a :class:`HookRecorder` registered last among the user plugins, and returns the trainer, the
+train output and the recorder.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from hooktrain.args import TrainingArguments
+from hooktrain.events import EVENT_NAMES, EXTRA_ARGS, positional_signature
+from hooktrain.markers import hookimpl
+from hooktrain.outputs import TrainOutput
+from hooktrain.trainer import Trainer
+
+
+class TinyRegressor(nn.Module):
+    """A two-layer MLP for regression that returns ``{"loss", "logits"}`` as HF models do."""
+
+    def __init__(self, in_features: int = 4, hidden: int = 8, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1)
+        )
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, Any]:
+        logits = self.net(x).squeeze(-1)
+        if labels is None:
+            return {"logits": logits}
+        return {"loss": nn.functional.mse_loss(logits, labels), "logits": logits}
+
+
+class RegressionDataset(torch.utils.data.Dataset):
+    """``n`` samples ``{"x": ..., "labels": ...}`` of a fixed linear function plus noise."""
+
+    def __init__(self, n: int = 16, in_features: int = 4, seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, in_features, generator=generator)
+        weights = torch.linspace(-1.0, 1.0, in_features)
+        self.y = self.x @ weights + 0.1 * torch.randn(n, generator=generator)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"x": self.x[index], "labels": self.y[index]}
+
+
+def tiny_args(output_dir: str | Path, **overrides: Any) -> TrainingArguments:
+    """Arguments for a quick, quiet run; any field can be overridden."""
+    values: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 4,
+        "num_train_epochs": 2,
+        "learning_rate": 1e-2,
+        "logging_steps": 2,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+    }
+    values.update(overrides)
+    return TrainingArguments(**values)
+
+
+def control_flags(control: Any) -> str:
+    """``"LEST"``-style summary: Log, Evaluate, Save, sTop (``"-"`` when none is set)."""
+    flags = (control.should_log, control.should_evaluate, control.should_save,
+             control.should_training_stop)
+    return "".join(letter for letter, on in zip("LEST", flags) if on) or "-"
+
+
+@dataclass
+class HookCall:
+    """One recorded hook call."""
+
+    event: str
+    global_step: int
+    epoch: float
+    flags: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+class HookRecorder:
+    """A pluggy-style plugin that records every hook call, built from the hook specs.
+
+    Hooks added to :mod:`hooktrain.hookspecs` are recorded without changing this class.
+    ``payload`` holds each call's own arguments (``logs``, ``metrics``, ``loss``, ...); dicts are
+    copied.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[HookCall] = []
+        for event in EVENT_NAMES:
+            setattr(self, event, hookimpl(self._recording_impl(event)))
+
+    def _recording_impl(self, event: str) -> Any:
+        extras = EXTRA_ARGS[event]
+
+        def record(state: Any, control: Any, *values: Any) -> None:
+            payload = {
+                name: dict(value) if isinstance(value, dict) else value
+                for name, value in zip(extras, values)
+            }
+            self.calls.append(HookCall(event, state.global_step, state.epoch,
+                                       control_flags(control), payload))
+
+        record.__name__ = event
+        record.__signature__ = positional_signature(("state", "control") + extras)  # type: ignore[attr-defined]
+        return record
+
+    @property
+    def events(self) -> list[str]:
+        return [call.event for call in self.calls]
+
+    def of(self, event: str) -> list[HookCall]:
+        return [call for call in self.calls if call.event == event]
+
+    def clear(self) -> None:
+        self.calls.clear()
+
+
+@dataclass
+class TrainingRun:
+    trainer: Trainer
+    output: TrainOutput
+    recorder: HookRecorder
+
+
+def run_training(
+    output_dir: str | Path,
+    *,
+    plugins: list[Any] = (),  # type: ignore[assignment]
+    model: nn.Module | None = None,
+    train_size: int = 16,
+    eval_size: int = 8,
+    resume_from_checkpoint: str | bool | None = None,
+    trainer_kwargs: dict[str, Any] | None = None,
+    **arg_overrides: Any,
+) -> TrainingRun:
+    """Train :class:`TinyRegressor` with ``plugins`` and a recorder; any argument overridable."""
+    recorder = HookRecorder()
+    trainer = Trainer(
+        model=model if model is not None else TinyRegressor(),
+        args=tiny_args(output_dir, **arg_overrides),
+        train_dataset=RegressionDataset(train_size, seed=0),
+        eval_dataset=RegressionDataset(eval_size, seed=1) if eval_size else None,
+        callbacks=[*plugins, recorder],
+        **(trainer_kwargs or {}),
+    )
+    output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    return TrainingRun(trainer, output, recorder)
+
+
+def expected_steps(train_size: int, batch_size: int, epochs: int, accumulation: int = 1) -> int:
+    """Optimizer steps a run makes (HF's rule: the last short group still steps)."""
+    return math.ceil(math.ceil(train_size / batch_size) / accumulation) * epochs
+
+
+# ---- pytest plugin -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hook_recorder() -> HookRecorder:
+    """A fresh :class:`HookRecorder` to pass in ``callbacks``."""
+    return HookRecorder()
+
+
+@pytest.fixture(name="run_training")
+def run_training_fixture(tmp_path: Path) -> Any:
+    """``run_training(**kwargs)`` writing into the test's temporary directory."""
+
+    def run(**kwargs: Any) -> TrainingRun:
+        kwargs.setdefault("output_dir", tmp_path / "run")
+        return run_training(**kwargs)
+
+    return run

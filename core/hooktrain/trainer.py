@@ -1,0 +1,474 @@
+"""``Trainer``: the training loop. The only code that fires hooks, through the dispatcher.
+
+Evaluation lives in :mod:`hooktrain.evaluation` and checkpointing in :mod:`hooktrain.resume`;
+this module holds construction, plugin management and the loop itself. The loop keeps the host
+and the device apart: the loss is summed on the device and read once per logging step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from hooktrain.args import TrainingArguments
+from hooktrain.callback import TrainerCallback
+from hooktrain.callbacks import DefaultFlowCallback, PrinterCallback, ProgressCallback
+from hooktrain.data import (
+    EpochBatchSampler,
+    default_collate,
+    drop_columns,
+    make_dataloader,
+    to_device,
+    unused_columns,
+)
+from hooktrain.errors import ConfigError
+from hooktrain.evaluation import EvaluationMixin
+from hooktrain.optim import create_optimizer, create_scheduler
+from hooktrain.outputs import TrainOutput, speed_metrics
+from hooktrain.plugins import Band, HookDispatcher, HooktrainPluginManager, PluginRecord
+from hooktrain.plugins import discovery
+from hooktrain.resume import CheckpointMixin
+from hooktrain.state import TrainerControl, TrainerState
+
+logger = logging.getLogger("hooktrain")
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer(EvaluationMixin, CheckpointMixin):
+    """Trains, evaluates and predicts with a PyTorch model, HF-compatible.
+
+    Arguments are HF's. ``model`` is called as HF calls it: with a batch dict as keyword
+    arguments (or a tuple batch positionally), returning an output with ``.loss``, a dict with
+    ``"loss"`` or a tuple with the loss first; or any module together with
+    ``compute_loss_func(outputs, labels, num_items_in_batch=None)``, in which case the labels
+    (``label_names``, or the last element of a tuple batch) are taken out of the batch first.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module | None = None,
+        args: TrainingArguments | None = None,
+        data_collator: Callable[[list], Any] | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        compute_loss_func: Callable[..., torch.Tensor] | None = None,
+        compute_metrics: Callable[[Any], dict[str, float]] | None = None,
+        callbacks: list[Any] | None = None,
+        optimizers: tuple[Any, Any] = (None, None),
+        preprocess_logits_for_metrics: Callable[[Any, Any], Any] | None = None,
+    ) -> None:
+        if model is None:
+            raise ConfigError("Trainer needs a model: Trainer(model=..., args=...).")
+        self.args = args if args is not None else TrainingArguments()
+        set_seed(self.args.seed)
+        self.device = self.args.device
+        self.model = model.to(self.device)
+        self.data_collator = data_collator or default_collate
+        self.train_dataset = train_dataset
+        self.eval_dataset = eval_dataset
+        self.processing_class = processing_class
+        self.compute_loss_func = compute_loss_func
+        self.compute_metrics = compute_metrics
+        self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
+        self.optimizer, self.lr_scheduler = optimizers
+        self.label_names = self.args.label_names or ["labels"]
+        self.is_in_train = False
+        self._exception_depth = 0
+        self._state = TrainerState()
+
+        self.plugin_manager = HooktrainPluginManager()
+        self.callback_handler = HookDispatcher(self.plugin_manager, self.args.plugin_errors)
+        self.callback_handler.set_context(
+            args=self.args, state=self._state, model=self.model,
+            processing_class=processing_class, optimizer=self.optimizer,
+            lr_scheduler=self.lr_scheduler,
+        )
+        self.add_callback(DefaultFlowCallback)
+        for callback in callbacks or []:
+            self.add_callback(callback)
+        self._load_entry_point_plugins()
+        self.add_callback(PrinterCallback if self.args.disable_tqdm else ProgressCallback)
+        self._autocast = self._make_autocast()
+        self._scaler = torch.amp.GradScaler(self.device.type) if self.args.fp16 else None
+        self.callback_handler.on_init_end()
+
+    # ---- state and control ---------------------------------------------------------------
+
+    @property
+    def state(self) -> TrainerState:
+        return self._state
+
+    @state.setter
+    def state(self, value: TrainerState) -> None:
+        self._state = value
+        self.callback_handler.set_context(state=value)
+
+    @property
+    def control(self) -> TrainerControl:
+        return self.callback_handler.control
+
+    @control.setter
+    def control(self, value: TrainerControl) -> None:
+        self.callback_handler.control = value
+
+    # ---- plugins -------------------------------------------------------------------------
+
+    @property
+    def callbacks(self) -> list[Any]:
+        """Every plugin object, in dispatch order."""
+        return [record.plugin for record in self.plugin_manager.records()]
+
+    def add_callback(self, callback: Any) -> None:
+        """Add a plugin: a class (instantiated with no arguments) or an instance (HF semantics)."""
+        plugin = callback() if isinstance(callback, type) else callback
+        cls = type(plugin)
+        if any(type(p) is cls for p in self.callbacks) and isinstance(plugin, TrainerCallback):
+            names = "\n".join(type(p).__name__ for p in self.callbacks)
+            logger.warning(
+                "You are adding a %s to the callbacks of this Trainer, but there is already one. "
+                "The current list of callbacks is:\n%s", cls.__name__, names,
+            )
+        self.plugin_manager.register_plugin(plugin)
+
+    def pop_callback(self, callback: Any) -> Any | None:
+        """Remove and return the first plugin matching a class (isinstance) or an instance."""
+        record = self._find_record(callback)
+        if record is None:
+            return None
+        self.plugin_manager.unregister_plugin(record)
+        return record.plugin
+
+    def remove_callback(self, callback: Any) -> None:
+        """Remove a plugin; an instance that is not registered raises ``ValueError`` (as HF)."""
+        record = self._find_record(callback)
+        if record is None:
+            if isinstance(callback, type):
+                return
+            raise ValueError(f"{callback!r} is not among this Trainer's callbacks.")
+        self.plugin_manager.unregister_plugin(record)
+
+    def _find_record(self, callback: Any) -> PluginRecord | None:
+        for record in self.plugin_manager.records():
+            if isinstance(callback, type):
+                if isinstance(record.plugin, callback):
+                    return record
+            elif record.plugin == callback:
+                return record
+        return None
+
+    def _load_entry_point_plugins(self) -> None:
+        selection = discovery.select(self.args.report_to, self.args.disable_plugins)
+        for installed in selection.selected:
+            obj = discovery.load(installed, explicit=selection.explicit)
+            if obj is None:
+                continue
+            plugin = obj() if isinstance(obj, type) else obj
+            self.plugin_manager.register_plugin(
+                plugin, band=Band.ENTRY_POINT, name=installed.name, isolated=True,
+                all_ranks=bool(getattr(plugin, "hooktrain_all_ranks", False)),
+                distribution=f"{installed.distribution} {installed.version}",
+            )
+
+    # ---- the error funnel ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _exception_funnel(self):  # type: ignore[no-untyped-def]
+        """Fire ``on_exception`` once (from the outermost call) before an error propagates."""
+        self._exception_depth += 1
+        try:
+            yield
+        except BaseException as exc:
+            if self._exception_depth == 1:
+                self.callback_handler.on_exception(exc)
+            raise
+        finally:
+            self._exception_depth -= 1
+
+    # ---- training ------------------------------------------------------------------------
+
+    def train(self, resume_from_checkpoint: str | bool | None = None) -> TrainOutput:
+        """Train; ``resume_from_checkpoint=True`` continues from the newest complete checkpoint."""
+        with self._exception_funnel():
+            self.is_in_train = True
+            try:
+                return self._train(resume_from_checkpoint)
+            finally:
+                self.is_in_train = False
+
+    def _train(self, resume_from_checkpoint: str | bool | None) -> TrainOutput:
+        args = self.args
+        if self.train_dataset is None:
+            raise ConfigError("Trainer.train() needs a train_dataset.")
+        train_dataloader = self.get_train_dataloader()
+        steps_in_epoch = len(train_dataloader)
+        accumulation = args.gradient_accumulation_steps
+        updates_per_epoch = max(math.ceil(steps_in_epoch / accumulation), 1)
+        if args.max_steps > 0:
+            max_steps = args.max_steps
+            num_train_epochs = math.ceil(max_steps / updates_per_epoch)
+        else:
+            max_steps = math.ceil(args.num_train_epochs * updates_per_epoch)
+            num_train_epochs = math.ceil(args.num_train_epochs)
+        if self.optimizer is None:
+            self.optimizer = create_optimizer(self.model, args)
+        if self.lr_scheduler is None:
+            self.lr_scheduler = create_scheduler(self.optimizer, args, max_steps)
+
+        self.state = TrainerState(train_batch_size=args.per_device_train_batch_size)
+        self.state.compute_steps(args, max_steps)
+        self.state.max_steps = max_steps
+        self.state.num_train_epochs = num_train_epochs
+        self.state.is_world_process_zero = args.process_index == 0
+        self.state.is_local_process_zero = args.local_process_index == 0
+        self.callback_handler.set_context(
+            model=self.model, optimizer=self.optimizer, lr_scheduler=self.lr_scheduler,
+            train_dataloader=train_dataloader,
+        )
+        self._tr_loss = torch.zeros((), device=self.device)
+        self._total_loss_scalar = 0.0
+        self._globalstep_last_logged = 0
+        self._last_grad_norm: Any = None
+
+        checkpoint = self._resolve_resume(resume_from_checkpoint)
+        if checkpoint is not None:
+            self._load_checkpoint(checkpoint)
+            self.callback_handler.on_load_checkpoint(checkpoint)
+        start_time = time.time()
+        epochs_done = self.state.global_step // updates_per_epoch
+        skip_batches = 0
+        if not args.ignore_data_skip:
+            skip_batches = (self.state.global_step % updates_per_epoch) * accumulation
+
+        finished = self.state.global_step >= max_steps or self.control.should_training_stop
+        self.callback_handler.on_train_begin()
+        if args.eval_on_start and checkpoint is None:
+            self._evaluate_during_training()
+        self.model.train()
+        if not finished:
+            for epoch in range(epochs_done, num_train_epochs):
+                self._train_epoch(train_dataloader, epoch, steps_in_epoch, skip_batches)
+                skip_batches = 0
+                if self.control.should_training_stop:
+                    break
+        elif checkpoint is not None:
+            logger.info("%s was saved when training ended; nothing left to train.", checkpoint)
+        return self._finish_training(start_time, max_steps)
+
+    def _train_epoch(
+        self, dataloader: Any, epoch: int, steps_in_epoch: int, skip_batches: int
+    ) -> None:
+        args, state, hooks = self.args, self.state, self.callback_handler
+        accumulation = args.gradient_accumulation_steps
+        dataloader.batch_sampler.set_epoch(epoch, skip_batches)
+        hooks.on_epoch_begin()
+        step = skip_batches - 1
+        step_loss: torch.Tensor | None = None
+        group_size = 1
+        for batch in dataloader:
+            step += 1
+            if step % accumulation == 0:
+                hooks.on_step_begin()
+                group_size = min(accumulation, steps_in_epoch - step)
+                step_loss = None
+            loss = self.training_step(self.model, batch, group_size)
+            step_loss = loss if step_loss is None else step_loss + loss
+            if (step + 1) % accumulation == 0 or step + 1 == steps_in_epoch:
+                self._optimizer_step(step_loss)
+                state.epoch = epoch + (step + 1) / steps_in_epoch
+                hooks.on_step_end(step_loss)
+                self._maybe_log_save_evaluate()
+            else:
+                hooks.on_substep_end()
+            control = self.control
+            if control.should_epoch_stop or control.should_training_stop:
+                break
+        if step < skip_batches:
+            logger.warning("Epoch %d yielded no batch; stopping training.", epoch)
+            self.control.should_training_stop = True
+        hooks.on_epoch_end()
+        self._maybe_log_save_evaluate()
+
+    def training_step(self, model: torch.nn.Module, inputs: Any, group_size: int = 1) -> torch.Tensor:
+        """Forward and backward for one micro-batch; returns its detached, scaled loss."""
+        if self.device.type != "cpu":
+            inputs = to_device(inputs, self.device)
+        with self._autocast():
+            loss = self.compute_loss(model, inputs)
+        if group_size > 1:
+            loss = loss / group_size
+        if self._scaler is not None:
+            self._scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        return loss.detach()
+
+    def _optimizer_step(self, step_loss: torch.Tensor) -> None:
+        args, hooks = self.args, self.callback_handler
+        self._tr_loss.add_(step_loss)
+        if self._scaler is not None:
+            self._scaler.unscale_(self.optimizer)
+        if args.max_grad_norm:
+            self._last_grad_norm = torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), args.max_grad_norm, foreach=True
+            )
+        hooks.on_pre_optimizer_step()
+        if self._scaler is not None:
+            self._scaler.step(self.optimizer)
+            self._scaler.update()
+        else:
+            self.optimizer.step()
+        hooks.on_optimizer_step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.global_step += 1
+
+    def compute_loss(
+        self, model: torch.nn.Module, inputs: Any, return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        """The batch's loss (and outputs): from the model, or from ``compute_loss_func``."""
+        labels = None
+        if isinstance(inputs, Mapping):
+            if self.compute_loss_func is not None:
+                inputs = dict(inputs)
+                found = [inputs.pop(name) for name in self.label_names if name in inputs]
+                labels = found[0] if len(found) == 1 else tuple(found) or None
+            outputs = model(**inputs)
+        elif self.compute_loss_func is not None:
+            labels = inputs[-1]
+            outputs = model(*inputs[:-1])
+        else:
+            outputs = model(*inputs)
+        if self.compute_loss_func is not None:
+            loss = self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
+        else:
+            loss = _loss_of(outputs)
+        return (loss, outputs) if return_outputs else loss
+
+    def _maybe_log_save_evaluate(self) -> None:
+        state = self.state
+        if self.control.should_log and state.global_step > self._globalstep_last_logged:
+            tr_loss_scalar = self._tr_loss.item()  # the one host sync, on logging steps only
+            self._tr_loss.zero_()
+            logs: dict[str, Any] = {
+                "loss": tr_loss_scalar / (state.global_step - self._globalstep_last_logged)
+            }
+            if self._last_grad_norm is not None:
+                logs["grad_norm"] = float(self._last_grad_norm)
+            logs["learning_rate"] = self.lr_scheduler.get_last_lr()[0]
+            self._total_loss_scalar += tr_loss_scalar
+            self._globalstep_last_logged = state.global_step
+            self.log(logs)
+        if self.control.should_evaluate:
+            metrics = self._evaluate_during_training()
+            is_new_best = self._update_best_metric(metrics)
+            if self.args.save_strategy == "best":
+                self.control.should_save = is_new_best
+        if self.control.should_save:
+            checkpoint_dir = self._save_checkpoint()
+            self.callback_handler.on_save(checkpoint_dir)
+
+    def _evaluate_during_training(self) -> dict[str, float]:
+        metrics = self.evaluate()
+        self.model.train()
+        return metrics
+
+    def _finish_training(self, start_time: float, max_steps: int) -> TrainOutput:
+        args, state = self.args, self.state
+        self._total_loss_scalar += self._tr_loss.item()
+        self._tr_loss.zero_()
+        train_loss = self._total_loss_scalar / max(state.global_step, 0.001)
+        total_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps
+        total_batch *= args.world_size
+        if args.max_steps > 0:
+            num_samples = args.max_steps * total_batch
+        else:
+            num_samples = len(self.train_dataset) * state.num_train_epochs
+        metrics = speed_metrics("train", start_time, num_samples=num_samples, num_steps=max_steps)
+        metrics["total_flos"] = state.total_flos
+        metrics["train_loss"] = train_loss
+        self.log(metrics)
+        self._load_best_model_at_end()
+        self.callback_handler.on_train_end()
+        summary = self.callback_handler.summary()
+        if summary:
+            logger.warning(summary)
+        return TrainOutput(state.global_step, train_loss, metrics)
+
+    # ---- logging -------------------------------------------------------------------------
+
+    def log(self, logs: dict[str, Any], start_time: float | None = None) -> None:
+        """Record ``logs`` (with ``epoch``) in ``state.log_history`` and fire ``on_log``."""
+        for key, value in logs.items():
+            if isinstance(value, (torch.Tensor, np.generic)):
+                logs[key] = value.item()
+        logs["epoch"] = self.state.epoch
+        self.state.log_history.append({**logs, "step": self.state.global_step})
+        self.callback_handler.on_log(logs)
+
+    # ---- data ----------------------------------------------------------------------------
+
+    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+        args = self.args
+        sampler = EpochBatchSampler(
+            len(self.train_dataset), args.per_device_train_batch_size, shuffle=True,
+            seed=args.data_seed if args.data_seed is not None else args.seed,
+            drop_last=args.dataloader_drop_last, rank=args.process_index,
+            world_size=args.world_size,
+        )
+        return self._dataloader(self.train_dataset, sampler)
+
+    def _dataloader(self, dataset: Any, sampler: EpochBatchSampler) -> torch.utils.data.DataLoader:
+        args = self.args
+        collate = self.data_collator
+        if args.remove_unused_columns and len(dataset) > 0:
+            columns = unused_columns(self.model, dataset[0], self.label_names)
+            if columns:
+                collate = drop_columns(collate, columns)
+        pin = args.dataloader_pin_memory and self.device.type == "cuda"
+        return make_dataloader(
+            dataset, sampler, collate, args.dataloader_num_workers, pin, args.seed
+        )
+
+    def _make_autocast(self) -> Callable[[], Any]:
+        dtype = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
+        if dtype is None:
+            return contextlib.nullcontext
+        device_type = self.device.type
+        return lambda: torch.autocast(device_type, dtype=dtype)
+
+
+def _loss_of(outputs: Any) -> torch.Tensor:
+    if isinstance(outputs, Mapping):
+        if "loss" in outputs:
+            return outputs["loss"]
+        raise ConfigError(
+            "The model did not return a loss: its output has only the keys "
+            f"{sorted(outputs)}. Return a 'loss', or pass compute_loss_func to the Trainer."
+        )
+    loss = getattr(outputs, "loss", None)
+    if loss is not None:
+        return loss
+    if isinstance(outputs, (tuple, list)) and outputs:
+        return outputs[0]
+    if isinstance(outputs, torch.Tensor) and outputs.dim() == 0:
+        return outputs
+    raise ConfigError(
+        f"The model returned a {type(outputs).__name__}, not a loss. Return an output with "
+        ".loss, a dict with 'loss' or a tuple with the loss first, or pass compute_loss_func."
+    )
