@@ -30,8 +30,10 @@ class TrainingArguments:
 
     Steps given as a float below 1 (``logging_steps=0.1``) are a fraction of the total training
     steps, as in HF. hooktrain's own fields are ``disable_plugins`` (entry-point plugin names to
-    block before they are imported) and ``plugin_errors`` (``"warn"``: a failing logging plugin
-    is reported and switched off; ``"raise"``: any plugin error is fatal).
+    block before they are imported), ``plugin_errors`` (``"warn"``: a failing logging plugin
+    is reported and switched off; ``"raise"``: any plugin error is fatal) and
+    ``plugin_settings`` (``{"mlflow": {"experiment_name": "x"}}``, the ``[plugins.*]`` tables of
+    a config file).
     """
 
     output_dir: str = "trainer_output"
@@ -81,6 +83,7 @@ class TrainingArguments:
     fp16: bool = False
     disable_plugins: list[str] = field(default_factory=list)
     plugin_errors: str = "warn"
+    plugin_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.output_dir = os.fspath(self.output_dir)
@@ -198,6 +201,19 @@ class TrainingArguments:
         """Values a tracking backend accepts as parameters (lists and dicts as strings)."""
         valid = (bool, int, float, str)
         return {k: v if isinstance(v, valid) else str(v) for k, v in self.to_dict().items()}
+
+    @classmethod
+    def from_toml(
+        cls, path: str | os.PathLike[str], overrides: list[str] | None = None, **arguments: Any
+    ) -> TrainingArguments:
+        """Arguments from a config file's ``[training]`` and ``[plugins.*]`` tables.
+
+        ``overrides`` are command-line flags (``["--training.learning_rate", "1e-3"]``) and win
+        over the file; keyword ``arguments`` are Python defaults the file overrides.
+        """
+        from hooktrain.config import load_config
+
+        return load_config(path, overrides or [], **arguments).args
 
     @classmethod
     def field_names(cls) -> list[str]:

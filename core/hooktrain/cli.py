@@ -1,4 +1,4 @@
-"""The ``hooktrain`` command: ``demo``, ``plugins`` and ``train``.
+"""The ``hooktrain`` command: ``demo``, ``train``, ``plugins`` and ``new-plugin``.
 
 ``hooktrain plugins`` imports neither torch nor any plugin's tracking library.
 """
@@ -10,9 +10,11 @@ import json
 import sys
 from typing import Any
 
+from hooktrain.errors import HooktrainError
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hooktrain", description=__doc__.splitlines()[0])
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hooktrain", description="hooktrain command line")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="train an MLP on scikit-learn's digits")
@@ -20,55 +22,124 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--epochs", type=int, default=8)
     demo.add_argument("--report-to", default="all", help='"all", "none" or a comma list')
 
+    train = commands.add_parser(
+        "train", help="train what a TOML config names",
+        epilog="Override config values with --training.FIELD VALUE, --plugins.NAME.KEY VALUE "
+               "or --run.KEY VALUE.",
+    )
+    train.add_argument("config", help="the TOML file ([training], [plugins.*], [run])")
+
     plugins = commands.add_parser("plugins", help="list installed plugins")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.add_argument("--config", help="apply report_to / disable_plugins from this file")
 
-    options = parser.parse_args(argv)
-    if options.command == "demo":
-        from hooktrain import demo as demo_module
-
-        demo_module.run(options.output_dir, options.epochs, options.report_to)
-        return 0
-    if options.command == "plugins":
-        return list_plugins(as_json=options.json)
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    new = commands.add_parser("new-plugin", help="create a plugin distribution to publish")
+    new.add_argument("name", help="entry-point name, e.g. my_logger")
+    new.add_argument("--directory", default=".")
+    return parser
 
 
-def list_plugins(as_json: bool = False) -> int:
-    from hooktrain.plugins import discovery
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    options, extra = parser.parse_known_args(argv)
+    if extra and options.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        if options.command == "demo":
+            from hooktrain import demo
 
-    rows = plugin_rows(discovery)
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    if not rows:
-        print("No hooktrain plugins installed (entry-point group hooktrain.plugins).")
-        return 0
-    for row in rows:
-        print(f"{row['name']:<14} {row['distribution']} {row['version']}  [{row['status']}]"
-              + (f" {row['reason']}" if row["reason"] else ""))
-        if row["hooks"]:
-            print(f"{'':<14} hooks: {', '.join(row['hooks'])}")
+            demo.run(options.output_dir, options.epochs, options.report_to)
+        elif options.command == "train":
+            train(options.config, extra)
+        elif options.command == "plugins":
+            list_plugins(as_json=options.json, config=options.config)
+        elif options.command == "new-plugin":
+            from hooktrain.scaffold import create_plugin
+
+            root = create_plugin(options.name, options.directory)
+            print(f"Created {root}. Try it: pip install -e '{root}[test]' && pytest {root}")
+    except HooktrainError as exc:
+        print(f"hooktrain: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
-def plugin_rows(discovery: Any) -> list[dict[str, Any]]:
+def train(config_path: str, overrides: list[str]) -> None:
+    from hooktrain.config import build, load_config
+
+    config = load_config(config_path, overrides)
+    model = build(config.run, "model")
+    if model is None:
+        from hooktrain.errors import ConfigError
+
+        raise ConfigError(f"{config_path}: [run] needs model = 'module:factory'.")
+    from hooktrain.trainer import Trainer
+
+    trainer = Trainer(
+        model=model, args=config.args,
+        train_dataset=build(config.run, "train_dataset"),
+        eval_dataset=build(config.run, "eval_dataset"),
+        compute_metrics=build(config.run, "compute_metrics"),
+        compute_loss_func=build(config.run, "compute_loss_func"),
+        data_collator=build(config.run, "data_collator"),
+        processing_class=build(config.run, "processing_class"),
+    )
+    output = trainer.train(resume_from_checkpoint=config.run.get("resume_from_checkpoint"))
+    print(json.dumps({"global_step": output.global_step, **output.metrics}))
+
+
+def list_plugins(as_json: bool = False, config: str | None = None) -> None:
+    rows = plugin_rows(config)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print("No hooktrain plugins installed (entry-point group hooktrain.plugins).")
+        return
+    for row in rows:
+        reason = f" ({row['reason']})" if row["reason"] else ""
+        print(f"{row['name']:<14} {row['distribution']} {row['version']}  "
+              f"{row['status']}{reason}")
+        if row["hooks"]:
+            print(f"{'':<14} hooks: {', '.join(row['hooks'])}")
+
+
+def plugin_rows(config: str | None = None) -> list[dict[str, Any]]:
     """One row per installed plugin: status ``enabled`` / ``disabled`` / ``broken``."""
+    from hooktrain.plugins import discovery
+
+    report_to: Any = "all"
     disabled = {name: discovery.DISABLE_ENV for name in discovery.env_disabled()}
+    if config is not None:
+        import tomllib
+
+        with open(config, "rb") as handle:
+            training = tomllib.load(handle).get("training", {})
+        report_to = training.get("report_to", "all")
+        report_to = [report_to] if isinstance(report_to, str) and report_to not in (
+            "all", "none") else report_to
+        for name in training.get("disable_plugins", []):
+            disabled.setdefault(name, "disable_plugins")
     rows = []
     for name, plugin in discovery.installed_plugins().items():
         row: dict[str, Any] = {"name": name, "distribution": plugin.distribution,
                                "version": plugin.version, "hooks": [], "status": "enabled",
                                "reason": ""}
-        if name in disabled:
+        if name in disabled:  # blocked plugins are never imported, not even to list hooks
             row.update(status="disabled", reason=f"blocked by {disabled[name]}")
-        elif discovery.autoload_disabled():
-            row.update(status="disabled", reason=f"{discovery.NO_AUTOLOAD_ENV} is set")
+            rows.append(row)
+            continue
+        try:
+            row["hooks"] = discovery.hook_names(plugin.entry_point.load())
+        except Exception as exc:  # noqa: BLE001 - report, do not crash the listing
+            row.update(status="broken", reason=f"{type(exc).__name__}: {exc}")
         else:
-            try:
-                row["hooks"] = discovery.hook_names(plugin.entry_point.load())
-            except Exception as exc:  # noqa: BLE001 - report, do not crash the listing
-                row.update(status="broken", reason=f"{type(exc).__name__}: {exc}")
+            if report_to == "none":
+                row.update(status="disabled", reason='report_to="none"')
+            elif report_to == "all" and discovery.autoload_disabled():
+                row.update(status="disabled", reason=f"{discovery.NO_AUTOLOAD_ENV} is set")
+            elif report_to != "all" and name not in report_to:
+                row.update(status="disabled", reason="not in report_to")
         rows.append(row)
     return rows
 

@@ -172,12 +172,16 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         return None
 
     def _load_entry_point_plugins(self) -> None:
+        from hooktrain.config import check_plugin_tables
+
+        tables = self.args.plugin_settings
+        check_plugin_tables(tables)
         selection = discovery.select(self.args.report_to, self.args.disable_plugins)
         for installed in selection.selected:
             obj = discovery.load(installed, explicit=selection.explicit)
             if obj is None:
                 continue
-            plugin = obj() if isinstance(obj, type) else obj
+            plugin = discovery.instantiate(obj, installed.name, tables.get(installed.name, {}))
             self.plugin_manager.register_plugin(
                 plugin, band=Band.ENTRY_POINT, name=installed.name, isolated=True,
                 all_ranks=bool(getattr(plugin, "hooktrain_all_ranks", False)),

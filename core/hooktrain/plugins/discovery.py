@@ -155,6 +155,24 @@ def load(plugin: InstalledPlugin, *, explicit: bool) -> Any | None:
         return None
 
 
+def instantiate(obj: Any, name: str, table: dict[str, Any]) -> Any:
+    """The plugin object for a run: a class is built once per Trainer, with its settings.
+
+    A class with a ``settings`` dataclass gets ``cls(settings=...)`` resolved from ``table``
+    and the environment; any other class ``cls()``. A module or instance is used as it is.
+    """
+    from hooktrain.plugins import settings
+
+    declared = settings.settings_class(obj)
+    if not isinstance(obj, type):
+        settings.check_keys(name, declared, table)
+        return obj
+    if declared is None:
+        settings.check_keys(name, None, table)
+        return obj()
+    return obj(settings=settings.resolve(name, declared, table))
+
+
 def hook_names(obj: Any) -> list[str]:
     """The hooks an entry point's object implements (marked with ``@hookimpl``)."""
     names = []

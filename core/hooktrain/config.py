@@ -1,0 +1,186 @@
+"""One TOML file for a run: ``[training]``, ``[plugins.<name>]`` and ``[run]``.
+
+```toml
+[training]                 # TrainingArguments fields
+output_dir = "runs/digits"
+num_train_epochs = 3
+
+[plugins.mlflow]           # the settings the plugin declares
+experiment_name = "digits"
+
+[run]                      # for `hooktrain train`: what to train, by import path
+model = "mypackage.models:make_model"        # called with no arguments
+train_dataset = "mypackage.data:train_set"   # a data set, or a factory returning one
+```
+
+Command-line flags override the file: ``--training.learning_rate 1e-3``,
+``--plugins.mlflow.experiment_name=x``, ``--run.model pkg:other``. Python keyword arguments to
+:func:`load_config` sit beneath the file. Every unknown table, key or plugin is an error naming
+the valid choices. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hooktrain.args import TrainingArguments, _unknown_field_message
+from hooktrain.errors import ConfigError
+from hooktrain.plugins import discovery
+from hooktrain.plugins import settings as plugin_settings
+
+TABLES = ("training", "plugins", "run")
+RUN_KEYS = (
+    "model", "train_dataset", "eval_dataset", "compute_metrics", "compute_loss_func",
+    "data_collator", "processing_class", "resume_from_checkpoint",
+)
+
+
+@dataclass
+class RunConfig:
+    """A parsed config: the arguments and the ``[run]`` table (import paths)."""
+
+    args: TrainingArguments
+    run: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str], **arguments: Any) -> RunConfig:
+    """Read ``path``, apply ``overrides`` on top and ``arguments`` beneath; validate everything."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config file {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    for table in data:
+        if table not in TABLES:
+            raise ConfigError(
+                f"{path}: unknown table [{table}]. Valid tables: "
+                + ", ".join(f"[{t}]" for t in TABLES) + "."
+            )
+    for dotted, value in parse_overrides(overrides):
+        _set(data, dotted, value)
+
+    training = dict(data.get("training", {}))
+    _check_training_keys(path, training)
+    hints = typing.get_type_hints(TrainingArguments)
+    for key, value in training.items():
+        if isinstance(value, str) and hints[key] is not str:
+            training[key] = plugin_settings.coerce(value, hints[key], f"[training] {key}")
+
+    tables = {name: dict(table) for name, table in arguments.pop("plugin_settings", {}).items()}
+    for name, table in data.get("plugins", {}).items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [plugins.{name}] must be a table of settings.")
+        tables.setdefault(name, {}).update(table)
+    check_plugin_tables(tables)
+
+    run = dict(data.get("run", {}))
+    for key in run:
+        if key not in RUN_KEYS:
+            raise ConfigError(f"{path}: unknown key {key!r} in [run]. Valid keys: "
+                              f"{', '.join(RUN_KEYS)}.")
+    args = TrainingArguments(**{**arguments, **training, "plugin_settings": tables})
+    return RunConfig(args, run, path)
+
+
+def parse_overrides(argv: list[str]) -> list[tuple[str, str]]:
+    """``["--training.x", "1", "--plugins.p.k=v"]`` -> ``[("training.x", "1"), ...]``."""
+    pairs = []
+    items = list(argv)
+    while items:
+        flag = items.pop(0)
+        if not flag.startswith("--"):
+            raise ConfigError(f"Unexpected argument {flag!r}: overrides look like "
+                              "--training.learning_rate 1e-3 or --plugins.NAME.KEY=VALUE.")
+        key, sep, value = flag[2:].partition("=")
+        if not sep:
+            if not items:
+                raise ConfigError(f"{flag} needs a value.")
+            value = items.pop(0)
+        pairs.append((key, value))
+    return pairs
+
+
+def _set(data: dict[str, Any], dotted: str, value: str) -> None:
+    parts = dotted.split(".")
+    table = parts[0]
+    expected = 3 if table == "plugins" else 2
+    if table not in TABLES or len(parts) != expected:
+        raise ConfigError(
+            f"Cannot override {dotted!r}: use --training.FIELD, --plugins.NAME.KEY or "
+            "--run.KEY."
+        )
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def _check_training_keys(path: Path, training: dict[str, Any]) -> None:
+    names = TrainingArguments.field_names()
+    for key in training:
+        if key not in names or key == "plugin_settings":
+            raise ConfigError(f"{path}: [training] " + _unknown_field_message(key, names))
+
+
+def check_plugin_tables(tables: dict[str, dict[str, Any]]) -> None:
+    """Each table must name an installed plugin and only keys its settings declare."""
+    if not tables:
+        return
+    installed = discovery.installed_plugins()
+    for name, table in tables.items():
+        if name not in installed:
+            raise ConfigError(
+                f"Settings given for plugin {name!r}, which is not installed. Installed "
+                f"plugins: {', '.join(installed) or 'none'}."
+            )
+        obj = discovery.load(installed[name], explicit=True)
+        plugin_settings.check_keys(name, plugin_settings.settings_class(obj), table)
+
+
+def import_object(spec: str, what: str) -> Any:
+    """Resolve ``"module:attribute"`` (the ``[run]`` table's import paths)."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigError(f"[run] {what} = {spec!r}: use the form 'module:attribute'.")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"[run] {what}: cannot import module {module_name!r}: {exc}") from exc
+    obj: Any = module
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(
+                f"[run] {what}: module {module_name!r} has no attribute {attribute!r}."
+            ) from None
+    return obj
+
+
+def build(run: dict[str, Any], key: str) -> Any:
+    """The ``[run]`` object for ``key``.
+
+    ``model`` and the data sets may name a factory (a class or function called with no
+    arguments) or a ready object; the other keys name the object itself (a class is
+    instantiated).
+    """
+    spec = run.get(key)
+    if spec is None or key == "resume_from_checkpoint":
+        return spec
+    obj = import_object(spec, key)
+    if isinstance(obj, type):
+        return obj()
+    if key == "model" and not hasattr(obj, "parameters"):
+        return obj()
+    if key in ("train_dataset", "eval_dataset") and not hasattr(obj, "__getitem__"):
+        return obj()
+    return obj

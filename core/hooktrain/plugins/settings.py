@@ -1,0 +1,143 @@
+"""Plugin settings: a dataclass a plugin declares, filled from config, arguments and environment.
+
+A plugin declares its settings as a dataclass on its ``settings`` attribute; a field may name the
+environment variable it falls back to::
+
+    @dataclass
+    class MLflowSettings:
+        tracking_uri: str | None = field(default=None, metadata={"env": "MLFLOW_TRACKING_URI"})
+
+    class MLflowPlugin:
+        settings = MLflowSettings
+        def __init__(self, settings: MLflowSettings | None = None): ...
+
+Precedence, highest first: command-line flag > TOML table > Python argument > environment >
+default (the first three arrive already merged in ``TrainingArguments.plugin_settings``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from typing import Any
+
+from hooktrain.errors import ConfigError
+
+
+def settings_class(plugin: Any) -> type | None:
+    """The settings dataclass a plugin (class, instance or module) declares, if any."""
+    declared = getattr(plugin, "settings", None)
+    if isinstance(declared, type) and dataclasses.is_dataclass(declared):
+        return declared
+    if dataclasses.is_dataclass(declared) and not isinstance(declared, type):
+        return type(declared)
+    return None
+
+
+def check_keys(plugin_name: str, cls: type | None, table: dict[str, Any]) -> None:
+    """An unknown key is an error naming the plugin, the key and the valid keys."""
+    valid = [f.name for f in dataclasses.fields(cls)] if cls is not None else []
+    for key in table:
+        if key not in valid:
+            choices = ", ".join(valid) if valid else "none (this plugin has no settings)"
+            raise ConfigError(
+                f"Unknown setting {key!r} for plugin {plugin_name!r} in [plugins.{plugin_name}]. "
+                f"Valid settings: {choices}."
+            )
+
+
+def resolve(plugin_name: str, cls: type, table: dict[str, Any]) -> Any:
+    """Build the settings: ``table`` values, else the field's environment variable, else default."""
+    check_keys(plugin_name, cls, table)
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for spec in dataclasses.fields(cls):
+        where = f"[plugins.{plugin_name}] {spec.name}"
+        if spec.name in table:
+            values[spec.name] = coerce(table[spec.name], hints[spec.name], where)
+            continue
+        env = spec.metadata.get("env")
+        if env and os.environ.get(env) not in (None, ""):
+            values[spec.name] = coerce(os.environ[env], hints[spec.name], f"{where} (from ${env})")
+    return cls(**values)
+
+
+def coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against ``annotation``; strings (CLI, environment) are parsed first."""
+    options = _options(annotation)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        converted = _convert(value, option)
+        if converted is not _FAIL:
+            return converted
+    names = " | ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise ConfigError(f"{where} must be {names}, got {value!r} ({type(value).__name__}).")
+
+
+_FAIL = object()
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _options(annotation: Any) -> list[Any]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return [a for a in typing.get_args(annotation)]
+    return [annotation]
+
+
+def _convert(value: Any, option: Any) -> Any:
+    origin = typing.get_origin(option) or option
+    if option is Any:
+        return value
+    if option is type(None):
+        return None if isinstance(value, str) and value.lower() in ("none", "null") else _FAIL
+    if origin is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        return _FAIL
+    if origin is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        return _parse(value, int)
+    if origin is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        return _parse(value, float)
+    if origin is str:
+        return value if isinstance(value, str) else _FAIL
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            parsed = _toml_value(value)
+            value = parsed if isinstance(parsed, list) else [
+                item.strip() for item in value.split(",") if item.strip()
+            ]
+        return list(value) if isinstance(value, (list, tuple)) else _FAIL
+    if origin is dict:
+        if isinstance(value, str):
+            value = _toml_value(value)
+        return dict(value) if isinstance(value, dict) else _FAIL
+    return value if isinstance(value, origin) else _FAIL
+
+
+def _parse(value: Any, kind: type) -> Any:
+    if not isinstance(value, str):
+        return _FAIL
+    try:
+        return kind(value)
+    except ValueError:
+        return _FAIL
+
+
+def _toml_value(text: str) -> Any:
+    """Parse a command-line value as a TOML literal (``[1, 2]``, ``{a = 1}``); else the string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
