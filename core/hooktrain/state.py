@@ -129,10 +129,8 @@ class TrainerState:
 
 
 def _plain(value: Any) -> Any:
-    """JSON fallback: numpy scalars and 0-d tensors become Python numbers (HF #10299, #30038)."""
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
+    """JSON fallback: numpy values and tensors become numbers or lists (HF #10299, #30038)."""
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, tensors of any shape
         return value.tolist()
     if isinstance(value, Path):
         return str(value)

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from hooktrain.args import TrainingArguments
-from hooktrain.callback import TrainerCallback
 from hooktrain.callbacks import DefaultFlowCallback, PrinterCallback, ProgressCallback
 from hooktrain.data import (
     EpochBatchSampler,
@@ -137,7 +136,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         """Add a plugin: a class (instantiated with no arguments) or an instance (HF semantics)."""
         plugin = callback() if isinstance(callback, type) else callback
         cls = type(plugin)
-        if any(type(p) is cls for p in self.callbacks) and isinstance(plugin, TrainerCallback):
+        if any(type(p) is cls for p in self.callbacks):
             names = "\n".join(type(p).__name__ for p in self.callbacks)
             logger.warning(
                 "You are adding a %s to the callbacks of this Trainer, but there is already one. "

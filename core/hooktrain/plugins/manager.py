@@ -100,9 +100,13 @@ class HooktrainPluginManager(pluggy.PluginManager):
             name = f"{_describe(plugin)}#{ordinal}"
         if name in self._records:
             raise PluginError(f"A plugin named {name!r} is already registered.")
-        target = TrainerCallbackBridge(plugin) if isinstance(plugin, TrainerCallback) else plugin
-        if not isinstance(plugin, TrainerCallback):
+        if isinstance(plugin, TrainerCallback):
+            target: object = TrainerCallbackBridge(plugin)
+        else:
             _check_unmarked_hooks(plugin, name)
+            # pluggy refuses one object twice; HF's add_callback appends it again, so the second
+            # registration goes through a stand-in that carries the same hook methods.
+            target = _SecondRegistration(plugin) if self.is_registered(plugin) else plugin
         try:
             self.register(target, name=name)
         except pluggy.PluginValidationError as exc:
@@ -172,6 +176,16 @@ class HooktrainPluginManager(pluggy.PluginManager):
     def _changed(self) -> None:
         for listener in self._listeners:
             listener()
+
+
+class _SecondRegistration:
+    """Exposes an already registered plugin's hookimpls under another registration."""
+
+    def __init__(self, plugin: object) -> None:
+        for attr in dir(plugin):
+            value = getattr(plugin, attr, None)
+            if hasattr(value, f"{PROJECT_NAME}_impl"):
+                setattr(self, attr, value)
 
 
 def default_band(plugin: object) -> Band:
