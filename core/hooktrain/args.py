@@ -135,8 +135,12 @@ class TrainingArguments:
                     f"{self.eval_strategy!r}. Set both to the same value or use "
                     "save_strategy='best'."
                 )
-            if self.eval_strategy == "steps" and self.save_steps % self.eval_steps != 0:
-                if not (self.save_steps < 1 and self.eval_steps < 1):
+            if self.eval_strategy == "steps":
+                if self.save_steps < 1 and self.eval_steps < 1:  # ratios: HF compares in 1e-6
+                    remainder = round(self.save_steps * 1_000_000) % round(self.eval_steps * 1_000_000)
+                else:
+                    remainder = self.save_steps % self.eval_steps
+                if remainder != 0:
                     raise ConfigError(
                         "load_best_model_at_end needs save_steps to be a multiple of eval_steps, "
                         f"got save_steps={self.save_steps} and eval_steps={self.eval_steps}."

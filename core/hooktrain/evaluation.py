@@ -93,7 +93,7 @@ class EvaluationMixin:
         self: Trainer, dataloader: Any, description: str, prediction_loss_only: bool | None = None,
         ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval",
     ) -> EvalLoopOutput:
-        """Run the model over ``dataloader``; HF's metric rules (prefixing, ``_loss`` last)."""
+        """Run the model over ``dataloader``; HF's metric rules (``{prefix}_loss`` first, prefixing)."""
         model = self.model
         was_training = model.training
         model.eval()
@@ -131,10 +131,9 @@ class EvaluationMixin:
         metrics = {k: v.item() if hasattr(v, "item") else v for k, v in metrics.items()}
         if loss_sum is not None and num_samples:
             metrics[f"{metric_key_prefix}_loss"] = (loss_sum / num_samples).item()
-        metrics = {
-            k if k.startswith(f"{metric_key_prefix}_") else f"{metric_key_prefix}_{k}": v
-            for k, v in metrics.items()
-        }
+        for key in list(metrics):  # HF's loop: re-added keys move after {prefix}_loss
+            if not key.startswith(f"{metric_key_prefix}_"):
+                metrics[f"{metric_key_prefix}_{key}"] = metrics.pop(key)
         return EvalLoopOutput(predictions, label_ids, metrics, num_samples)
 
     def prediction_step(

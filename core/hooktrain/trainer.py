@@ -259,7 +259,9 @@ class Trainer(EvaluationMixin, CheckpointMixin):
 
         finished = self.state.global_step >= max_steps or self.control.should_training_stop
         self.callback_handler.on_train_begin()
-        if args.eval_on_start and checkpoint is None:
+        if finished:  # a resumed run that had already ended: it still ends stopped, as it did
+            self.control.should_training_stop = True
+        if args.eval_on_start:
             self._evaluate_during_training()
         self.model.train()
         if not finished:

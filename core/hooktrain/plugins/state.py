@@ -72,8 +72,10 @@ def collect(records: list[PluginRecord], control: TrainerControl) -> dict[str, A
 def restore(records: list[PluginRecord], stored: dict[str, Any], control: TrainerControl) -> None:
     """Put each stored state back onto the plugin with the same key; warn on mismatches."""
     if CONTROL_KEY in stored:
-        for name, value in stored[CONTROL_KEY].get("args", {}).items():
-            setattr(control, name, value)
+        # Only the stop survives: the per-step flags (log/evaluate/save) were acted on by the
+        # step that wrote this checkpoint.
+        saved = stored[CONTROL_KEY].get("args", {})
+        control.should_training_stop = bool(saved.get("should_training_stop", False))
     plugins = keyed_plugins(records)
     orphans = [key for key in stored if key != CONTROL_KEY and key not in plugins]
     if orphans:

@@ -1,0 +1,576 @@
+"""Trainer: what train/evaluate/predict log and return, HF's numbers, and model conventions."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from hooktrain import Trainer, TrainingArguments
+from hooktrain.errors import ConfigError
+from hooktrain.testing import HookRecorder, RegressionDataset, TinyRegressor, tiny_args
+
+TRAIN_LOG_KEYS = ["loss", "grad_norm", "learning_rate", "epoch"]
+FINAL_LOG_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second",
+                  "total_flos", "train_loss", "epoch"}
+SPEED_KEYS = ["runtime", "samples_per_second", "steps_per_second"]
+
+
+def make_model(seed: int = 0, dropout: float = 0.0) -> TinyRegressor:
+    torch.manual_seed(seed)
+    return TinyRegressor(dropout=dropout)
+
+
+def mae(prediction) -> dict[str, float]:
+    return {"mae": float(np.abs(prediction.predictions - prediction.label_ids).mean())}
+
+
+def weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a: dict, b: dict, exact: bool = False) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if exact:
+            assert torch.equal(a[key], b[key]), key
+        else:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def trainer_for(tmp_path, model=None, train_size=16, eval_size=8, callbacks=(), trainer_kw=None,
+                **overrides) -> Trainer:
+    return Trainer(
+        model=model if model is not None else make_model(),
+        args=tiny_args(tmp_path / "out", **overrides),
+        train_dataset=RegressionDataset(train_size, seed=0) if train_size else None,
+        eval_dataset=RegressionDataset(eval_size, seed=1) if eval_size else None,
+        callbacks=list(callbacks),
+        **(trainer_kw or {}),
+    )
+
+
+class XOnly(torch.utils.data.Dataset):
+    """Inputs without labels."""
+
+    def __init__(self, n: int) -> None:
+        self.inner = RegressionDataset(n, seed=2)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"x": self.inner[i]["x"]}
+
+
+# ---- what train() logs -------------------------------------------------------------------
+
+
+def test_train_logs_have_hf_keys(tmp_path):
+    recorder = HookRecorder()
+    trainer = trainer_for(tmp_path, callbacks=[recorder], logging_steps=2)
+    output = trainer.train()
+    assert output.global_step == 8  # 16 samples / batch 4 x 2 epochs
+
+    train_logs = [c.payload["logs"] for c in recorder.of("on_log")][:-1]
+    assert [c.global_step for c in recorder.of("on_log")][:-1] == [2, 4, 6, 8]
+    for logs in train_logs:
+        assert list(logs) == TRAIN_LOG_KEYS
+        assert all(isinstance(logs[k], float) for k in ("loss", "grad_norm", "learning_rate"))
+
+    history = trainer.state.log_history
+    assert len(history) == 5
+    for entry, step in zip(history[:-1], [2, 4, 6, 8]):
+        assert list(entry) == TRAIN_LOG_KEYS + ["step"]
+        assert entry["step"] == step
+        assert entry["epoch"] == pytest.approx(step / 4)
+
+    final = history[-1]
+    assert set(final) == FINAL_LOG_KEYS | {"step"}
+    assert final["step"] == 8 and final["epoch"] == pytest.approx(2.0)
+    assert set(recorder.of("on_log")[-1].payload["logs"]) == FINAL_LOG_KEYS
+    assert set(output.metrics) == FINAL_LOG_KEYS
+    assert output.metrics["train_loss"] == pytest.approx(output.training_loss)
+    assert final["train_loss"] == pytest.approx(output.training_loss)
+
+
+def test_no_grad_norm_without_clipping(tmp_path):
+    trainer = trainer_for(tmp_path, logging_steps=2, max_grad_norm=None)
+    trainer.train()
+    assert list(trainer.state.log_history[0]) == ["loss", "learning_rate", "epoch", "step"]
+
+
+def test_logged_loss_is_mean_of_step_losses_since_last_log(tmp_path):
+    recorder = HookRecorder()
+    trainer = trainer_for(tmp_path, callbacks=[recorder], logging_steps=3, num_train_epochs=2)
+    output = trainer.train()
+    step_losses = [c.payload["loss"].item() for c in recorder.of("on_step_end")]
+    assert len(step_losses) == 8
+    assert len(set(step_losses)) > 1
+    logs = [e for e in trainer.state.log_history if "loss" in e]
+    assert [e["step"] for e in logs] == [3, 6]
+    assert logs[0]["loss"] == pytest.approx(np.mean(step_losses[0:3]), rel=1e-6)
+    assert logs[1]["loss"] == pytest.approx(np.mean(step_losses[3:6]), rel=1e-6)
+    # train_loss averages every step, including the two after the last log.
+    assert output.training_loss == pytest.approx(np.mean(step_losses), rel=1e-6)
+
+
+def test_logged_loss_with_gradient_accumulation_is_mean_per_step(tmp_path):
+    recorder = HookRecorder()
+    trainer = trainer_for(tmp_path, callbacks=[recorder], logging_steps=2,
+                          per_device_train_batch_size=2, gradient_accumulation_steps=2)
+    trainer.train()
+    step_losses = [c.payload["loss"].item() for c in recorder.of("on_step_end")]
+    assert len(step_losses) == 8
+    logs = [e for e in trainer.state.log_history if "loss" in e]
+    for index, entry in enumerate(logs):
+        assert entry["loss"] == pytest.approx(np.mean(step_losses[2 * index:2 * index + 2]),
+                                              rel=1e-6)
+
+
+# ---- evaluate / predict --------------------------------------------------------------------
+
+
+def test_evaluate_metric_keys(tmp_path):
+    recorder = HookRecorder()
+    trainer = trainer_for(tmp_path, callbacks=[recorder], trainer_kw={"compute_metrics": mae})
+    trainer.train()
+    metrics = trainer.evaluate()
+    expected = {"eval_mae", "eval_loss", "eval_runtime", "eval_samples_per_second",
+                "eval_steps_per_second", "epoch"}
+    assert set(metrics) == expected
+    assert metrics["epoch"] == pytest.approx(2.0)
+    assert set(recorder.of("on_evaluate")[-1].payload["metrics"]) == expected
+    assert set(trainer.state.log_history[-1]) == expected | {"step"}
+
+
+def test_evaluate_metric_key_order_matches_hf(tmp_path):
+    # HF's evaluation_loop: metrics = compute_metrics(...); metrics["eval_loss"] = ...; then
+    # every key without the prefix is popped and re-inserted as "eval_<key>", which moves it
+    # after eval_loss. Speed metrics follow, and Trainer.log appends epoch.
+    trainer = trainer_for(tmp_path, trainer_kw={"compute_metrics": mae})
+    metrics = trainer.evaluate()
+    assert list(metrics) == ["eval_loss", "eval_mae", "eval_runtime",
+                             "eval_samples_per_second", "eval_steps_per_second", "epoch"]
+
+
+def test_evaluate_without_compute_metrics(tmp_path):
+    metrics = trainer_for(tmp_path).evaluate()
+    assert list(metrics) == ["eval_loss", "eval_runtime", "eval_samples_per_second",
+                             "eval_steps_per_second", "epoch"]
+
+
+def test_eval_loss_is_sample_weighted(tmp_path):
+    eval_set = RegressionDataset(10, seed=1)  # batches of 4, 4, 2
+    trainer = trainer_for(tmp_path, per_device_eval_batch_size=4)
+    trainer.train()
+    metrics = trainer.evaluate(eval_set)
+    model = trainer.model.eval()
+    with torch.no_grad():
+        batch_losses = [model(x=eval_set.x[i:i + 4], labels=eval_set.y[i:i + 4])["loss"].item()
+                        for i in (0, 4, 8)]
+    by_hand = (batch_losses[0] * 4 + batch_losses[1] * 4 + batch_losses[2] * 2) / 10
+    assert metrics["eval_loss"] == pytest.approx(by_hand, rel=1e-5)
+    assert not math.isclose(by_hand, np.mean(batch_losses), rel_tol=1e-3)  # the test bites
+    assert metrics["eval_samples_per_second"] > 0
+
+
+def test_predict_returns_numpy_predictions_labels_and_test_metrics(tmp_path):
+    recorder = HookRecorder()
+    trainer = trainer_for(tmp_path, callbacks=[recorder], trainer_kw={"compute_metrics": mae})
+    test_set = RegressionDataset(10, seed=3)
+    history_before = list(trainer.state.log_history)
+    output = trainer.predict(test_set)
+    assert isinstance(output.predictions, np.ndarray)
+    assert output.predictions.shape == (10,)
+    assert isinstance(output.label_ids, np.ndarray)
+    np.testing.assert_allclose(output.label_ids, test_set.y.numpy())
+    with torch.no_grad():
+        expected = trainer.model(x=test_set.x)["logits"].numpy()
+    np.testing.assert_allclose(output.predictions, expected, rtol=1e-5, atol=1e-6)
+    assert set(output.metrics) == {"test_loss", "test_mae", "test_runtime",
+                                   "test_samples_per_second", "test_steps_per_second"}
+    assert output.metrics["test_mae"] == pytest.approx(
+        float(np.abs(expected - test_set.y.numpy()).mean()), rel=1e-5)
+    # predict() never logs; it fires on_predict.
+    assert trainer.state.log_history == history_before
+    assert "on_log" not in recorder.events
+    assert recorder.events.count("on_predict") == 1
+
+
+def test_predict_without_labels(tmp_path):
+    trainer = trainer_for(tmp_path, trainer_kw={"compute_metrics": mae})
+    output = trainer.predict(XOnly(6))
+    assert output.label_ids is None
+    assert isinstance(output.predictions, np.ndarray) and output.predictions.shape == (6,)
+    assert "test_loss" not in output.metrics
+    assert "test_mae" not in output.metrics
+    assert "test_runtime" in output.metrics
+
+
+def test_evaluate_before_train(tmp_path):
+    trainer = trainer_for(tmp_path, logging_steps=2)
+    metrics = trainer.evaluate()
+    assert "eval_loss" in metrics and metrics["epoch"] == 0
+    assert trainer.state.log_history[-1]["step"] == 0
+    trainer.train()
+    # HF: train() starts from a fresh TrainerState, so the earlier entry is gone.
+    assert all("eval_loss" not in e for e in trainer.state.log_history)
+    assert trainer.state.global_step == 8
+
+
+# ---- model conventions ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Output:
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+
+
+class _Base(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(4, 1)
+
+    def parts(self, x, labels):
+        logits = self.linear(x).squeeze(-1)
+        loss = None if labels is None else nn.functional.mse_loss(logits, labels)
+        return loss, logits
+
+
+class DictModel(_Base):
+    def forward(self, x, labels=None):
+        loss, logits = self.parts(x, labels)
+        return {"logits": logits} if loss is None else {"loss": loss, "logits": logits}
+
+
+class DataclassModel(_Base):
+    def forward(self, x, labels=None):
+        return Output(*self.parts(x, labels))
+
+
+class NamespaceModel(_Base):
+    def forward(self, x, labels=None):
+        loss, logits = self.parts(x, labels)
+        return SimpleNamespace(loss=loss, logits=logits)
+
+
+class TupleModel(_Base):
+    def forward(self, x, labels=None):
+        loss, logits = self.parts(x, labels)
+        return (logits,) if loss is None else (loss, logits)
+
+
+@pytest.mark.parametrize("model_cls", [DictModel, DataclassModel, NamespaceModel, TupleModel])
+def test_model_output_conventions_train_and_evaluate(tmp_path, model_cls):
+    model = model_cls()
+    before = weights(model)
+    trainer = trainer_for(tmp_path, model=model, logging_steps=2,
+                          trainer_kw={"compute_metrics": mae})
+    output = trainer.train()
+    assert output.global_step == 8
+    assert math.isfinite(output.training_loss)
+    assert not torch.equal(before["linear.weight"], model.linear.weight.detach())
+    metrics = trainer.evaluate()
+    assert math.isfinite(metrics["eval_loss"]) and "eval_mae" in metrics
+    prediction = trainer.predict(RegressionDataset(5, seed=4))
+    assert prediction.predictions.shape == (5,)
+
+
+class PlainNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.linear(x).squeeze(-1)
+
+
+def test_plain_module_with_compute_loss_func_and_tuple_dataset(tmp_path):
+    data = RegressionDataset(16, seed=0)
+    train_set = torch.utils.data.TensorDataset(data.x, data.y)
+    eval_data = RegressionDataset(10, seed=1)
+    eval_set = torch.utils.data.TensorDataset(eval_data.x, eval_data.y)
+    calls = []
+
+    def loss_func(outputs, labels, num_items_in_batch=None):
+        calls.append((outputs.shape, labels.shape))
+        return nn.functional.mse_loss(outputs, labels)
+
+    model = PlainNet()
+    before = weights(model)
+    trainer = Trainer(model=model, args=tiny_args(tmp_path / "out", logging_steps=2),
+                      train_dataset=train_set, eval_dataset=eval_set,
+                      compute_loss_func=loss_func, compute_metrics=mae)
+    output = trainer.train()
+    assert output.global_step == 8 and math.isfinite(output.training_loss)
+    assert calls and calls[0] == (torch.Size([4]), torch.Size([4]))
+    assert not torch.equal(before["linear.weight"], model.linear.weight.detach())
+    metrics = trainer.evaluate()
+    with torch.no_grad():
+        expected = nn.functional.mse_loss(model(eval_data.x), eval_data.y).item()
+    assert metrics["eval_loss"] == pytest.approx(expected, rel=1e-5)
+    assert "eval_mae" in metrics
+    prediction = trainer.predict(eval_set)
+    assert prediction.predictions.shape == (10,)
+    np.testing.assert_allclose(prediction.label_ids, eval_data.y.numpy())
+
+
+def test_compute_loss_func_with_dict_dataset(tmp_path):
+    def loss_func(outputs, labels, num_items_in_batch=None):
+        return nn.functional.mse_loss(outputs, labels)
+
+    trainer = trainer_for(tmp_path, model=PlainNet(), trainer_kw={"compute_loss_func": loss_func})
+    assert trainer.train().global_step == 8
+    assert "eval_loss" in trainer.evaluate()
+
+
+class NoLossTensor(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 1)
+
+    def forward(self, x, labels=None):
+        return self.linear(x).squeeze(-1)
+
+
+class NoLossDict(NoLossTensor):
+    def forward(self, x, labels=None):
+        return {"logits": self.linear(x).squeeze(-1)}
+
+
+@pytest.mark.parametrize("model_cls", [NoLossTensor, NoLossDict])
+def test_model_without_loss_is_a_clear_config_error(tmp_path, model_cls):
+    trainer = trainer_for(tmp_path, model=model_cls())
+    with pytest.raises(ConfigError) as info:
+        trainer.train()
+    message = str(info.value)
+    assert "loss" in message
+    assert "compute_loss_func" in message
+
+
+def test_trainer_needs_a_model(tmp_path):
+    with pytest.raises(ConfigError, match="model"):
+        Trainer()
+    with pytest.raises(ConfigError, match="model"):
+        Trainer(model=None, args=tiny_args(tmp_path))
+
+
+def test_train_needs_a_train_dataset(tmp_path):
+    trainer = trainer_for(tmp_path, train_size=0)
+    with pytest.raises(ConfigError, match="train_dataset"):
+        trainer.train()
+
+
+# ---- optimisation --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("train_size", [16, 14])  # 14: the last accumulation group is short
+def test_gradient_accumulation_matches_bigger_batch(tmp_path, train_size):
+    common = dict(optim="sgd", max_grad_norm=None, learning_rate=0.05, num_train_epochs=2,
+                  logging_steps=1)
+    small = make_model(seed=3)
+    big = copy.deepcopy(small)
+    accumulated = trainer_for(tmp_path / "ga", model=small, train_size=train_size,
+                              per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                              **common)
+    plain = trainer_for(tmp_path / "plain", model=big, train_size=train_size,
+                        per_device_train_batch_size=4, gradient_accumulation_steps=1, **common)
+    out_a = accumulated.train()
+    out_b = plain.train()
+    assert out_a.global_step == out_b.global_step == 2 * math.ceil(train_size / 4)
+    assert_same_weights(weights(small), weights(big))
+    losses_a = [e["loss"] for e in accumulated.state.log_history if "loss" in e]
+    losses_b = [e["loss"] for e in plain.state.log_history if "loss" in e]
+    np.testing.assert_allclose(losses_a, losses_b, rtol=1e-5)
+    # and the runs did move the weights
+    assert not torch.equal(weights(small)["net.0.weight"], weights(make_model(seed=3))["net.0.weight"])
+
+
+def _schedule(kind: str, step: int, warmup: int, total: int) -> float:
+    if kind == "constant":
+        return 1.0
+    if kind == "constant_with_warmup":
+        return step / max(1, warmup) if step < warmup else 1.0
+    if step < warmup:
+        return step / max(1, warmup)
+    if kind == "linear":
+        return max(0.0, (total - step) / max(1, total - warmup))
+    progress = (step - warmup) / max(1, total - warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * progress)))
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine", "constant", "constant_with_warmup"])
+@pytest.mark.parametrize("warmup_steps, warmup", [(3, 3), (0, 0), (0.25, 3)])
+def test_lr_schedules_match_hf(tmp_path, kind, warmup_steps, warmup):
+    base = 0.01
+    trainer = trainer_for(tmp_path, lr_scheduler_type=kind, warmup_steps=warmup_steps,
+                          learning_rate=base, logging_steps=1, max_steps=10, train_size=40)
+    trainer.train()
+    logged = [(e["step"], e["learning_rate"]) for e in trainer.state.log_history
+              if "learning_rate" in e]
+    assert [s for s, _ in logged] == list(range(1, 11))
+    for step, lr in logged:
+        assert lr == pytest.approx(base * _schedule(kind, step, warmup, 10), abs=1e-12), step
+
+
+def test_warmup_ratio_field(tmp_path):
+    trainer = trainer_for(tmp_path, warmup_ratio=0.2, learning_rate=0.01, logging_steps=1,
+                          max_steps=10, train_size=40)
+    trainer.train()
+    lrs = [e["learning_rate"] for e in trainer.state.log_history if "learning_rate" in e]
+    np.testing.assert_allclose(lrs, [0.01 * _schedule("linear", s, 2, 10) for s in range(1, 11)])
+
+
+def test_warmup_steps_below_one_is_a_ratio():
+    args = TrainingArguments(warmup_steps=0.25)
+    assert args.get_warmup_steps(8) == 2
+    assert args.get_warmup_steps(10) == 3  # ceil, as HF
+    assert TrainingArguments(warmup_steps=5).get_warmup_steps(100) == 5
+
+
+@pytest.mark.parametrize("epochs, max_steps", [(1, 10), (100, 3)])
+def test_max_steps_overrides_epochs(tmp_path, epochs, max_steps):
+    recorder = HookRecorder()
+    trainer = trainer_for(tmp_path, callbacks=[recorder], num_train_epochs=epochs,
+                          max_steps=max_steps)
+    output = trainer.train()
+    assert output.global_step == max_steps
+    assert trainer.state.max_steps == max_steps
+    assert recorder.events.count("on_step_end") == max_steps
+    assert trainer.state.epoch == pytest.approx(max_steps / 4)  # 4 steps per epoch
+
+
+def test_same_seed_gives_identical_weights(tmp_path):
+    initial = make_model(seed=5, dropout=0.3)
+    models = [copy.deepcopy(initial) for _ in range(3)]
+    for index, (model, seed) in enumerate(zip(models, [7, 7, 8])):
+        torch.manual_seed(1000 + index)  # the global RNG before the Trainer must not matter
+        trainer_for(tmp_path / str(index), model=model, seed=seed).train()
+    assert_same_weights(weights(models[0]), weights(models[1]), exact=True)
+    assert not torch.equal(weights(models[0])["net.0.weight"], weights(models[2])["net.0.weight"])
+
+
+def test_bf16_trains_on_cpu(tmp_path):
+    trainer = trainer_for(tmp_path, bf16=True, use_cpu=True, logging_steps=2,
+                          trainer_kw={"compute_metrics": mae})
+    output = trainer.train()
+    assert output.global_step == 8
+    assert math.isfinite(output.training_loss)
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    metrics = trainer.evaluate()
+    assert math.isfinite(metrics["eval_loss"])
+    prediction = trainer.predict(RegressionDataset(6, seed=4))
+    assert prediction.predictions.dtype == np.float32
+
+
+# ---- data ----------------------------------------------------------------------------------
+
+
+class WithExtraColumns(torch.utils.data.Dataset):
+    def __init__(self, n: int) -> None:
+        self.inner = RegressionDataset(n, seed=0)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, i: int) -> dict:
+        item = dict(self.inner[i])
+        item["idx"] = torch.tensor(i)
+        item["text"] = f"sample {i}"
+        return item
+
+
+def test_remove_unused_columns_drops_keys_forward_does_not_take(tmp_path):
+    trainer = Trainer(model=make_model(), args=tiny_args(tmp_path / "a"),
+                      train_dataset=WithExtraColumns(16), eval_dataset=WithExtraColumns(8))
+    assert trainer.train().global_step == 8
+    assert "eval_loss" in trainer.evaluate()
+    assert trainer.predict(WithExtraColumns(5)).predictions.shape == (5,)
+
+
+def test_remove_unused_columns_false_passes_every_key(tmp_path):
+    trainer = Trainer(model=make_model(), args=tiny_args(tmp_path / "b", remove_unused_columns=False),
+                      train_dataset=WithExtraColumns(16))
+    with pytest.raises(TypeError, match="idx|text"):
+        trainer.train()
+
+
+# ---- checkpoints ---------------------------------------------------------------------------
+
+
+def _checkpoints(output_dir: Path) -> list[str]:
+    return sorted((p.name for p in output_dir.iterdir() if p.name.startswith("checkpoint")),
+                  key=lambda name: int(name.split("-")[-1]))
+
+
+def test_save_total_limit_keeps_newest(tmp_path):
+    trainer = trainer_for(tmp_path, save_strategy="steps", save_steps=2, save_total_limit=2)
+    trainer.train()
+    output_dir = tmp_path / "out"
+    assert _checkpoints(output_dir) == ["checkpoint-6", "checkpoint-8"]
+    assert not [p for p in output_dir.iterdir() if "deleting" in p.name]
+
+
+def test_no_save_total_limit_keeps_all(tmp_path):
+    trainer_for(tmp_path, save_strategy="steps", save_steps=2).train()
+    assert _checkpoints(tmp_path / "out") == [f"checkpoint-{s}" for s in (2, 4, 6, 8)]
+
+
+def _scripted_metric(scores):
+    calls = iter(scores)
+
+    def compute_metrics(prediction):
+        return {"score": next(calls)}
+
+    return compute_metrics
+
+
+def test_load_best_model_at_end_restores_best_checkpoint(tmp_path):
+    trainer = trainer_for(
+        tmp_path, eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2,
+        load_best_model_at_end=True, metric_for_best_model="score", save_total_limit=2,
+        trainer_kw={"compute_metrics": _scripted_metric([0.1, 0.9, 0.3, 0.2])},
+    )
+    assert trainer.args.greater_is_better is True
+    trainer.train()
+    output_dir = tmp_path / "out"
+    best = Path(trainer.state.best_model_checkpoint)
+    assert best == output_dir / "checkpoint-4"
+    assert trainer.state.best_metric == pytest.approx(0.9)
+    assert trainer.state.best_global_step == 4
+    # HF: save_total_limit=2 with load_best_model_at_end keeps the best and the newest.
+    assert _checkpoints(output_dir) == ["checkpoint-4", "checkpoint-8"]
+    best_weights = load_file(str(best / "model.safetensors"))
+    last_weights = load_file(str(output_dir / "checkpoint-8" / "model.safetensors"))
+    current = weights(trainer.model)
+    assert_same_weights(current, best_weights, exact=True)
+    assert any(not torch.equal(best_weights[k], last_weights[k]) for k in best_weights)
+
+
+def test_load_best_model_at_end_with_loss(tmp_path):
+    trainer = trainer_for(
+        tmp_path, eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
+        learning_rate=0.05, num_train_epochs=3,
+    )
+    assert trainer.args.metric_for_best_model == "loss"
+    trainer.train()
+    eval_losses = {e["step"]: e["eval_loss"] for e in trainer.state.log_history
+                   if "eval_loss" in e}
+    best_step = min(eval_losses, key=eval_losses.get)
+    assert trainer.state.best_model_checkpoint == str(tmp_path / "out" / f"checkpoint-{best_step}")
+    assert trainer.state.best_metric == pytest.approx(eval_losses[best_step])
+    best_weights = load_file(str(Path(trainer.state.best_model_checkpoint) / "model.safetensors"))
+    assert_same_weights(weights(trainer.model), best_weights, exact=True)
+    assert trainer.evaluate()["eval_loss"] == pytest.approx(eval_losses[best_step], rel=1e-6)
