@@ -137,7 +137,8 @@ class TrainingArguments:
                 )
             if self.eval_strategy == "steps":
                 if self.save_steps < 1 and self.eval_steps < 1:  # ratios: HF compares in 1e-6
-                    remainder = round(self.save_steps * 1_000_000) % round(self.eval_steps * 1_000_000)
+                    scale = 1_000_000
+                    remainder = round(self.save_steps * scale) % round(self.eval_steps * scale)
                 else:
                     remainder = self.save_steps % self.eval_steps
                 if remainder != 0:

@@ -82,6 +82,9 @@ def run(output_dir: str = "runs/digits", epochs: int = 8, report_to: Any = "all"
     table = results_table(trainer.state.log_history)
     final = trainer.evaluate()  # the best checkpoint's weights, loaded at the end of training
     print(table)
+    for plugin in trainer.callbacks:  # plugins that write files say where (TensorBoard, ...)
+        if getattr(plugin, "log_dir", None):
+            print(f"{type(plugin).__name__} logs: {plugin.log_dir}")
     print(f"Held-out accuracy {final['eval_accuracy']:.4f} on {len(test_set)} digits after "
           f"{trainer.state.global_step} steps in {elapsed:.1f} s; best checkpoint: "
           f"{trainer.state.best_model_checkpoint}")
