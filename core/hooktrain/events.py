@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any, Callable
 
 from hooktrain import hookspecs
 
@@ -37,7 +38,15 @@ HF_EXTRA_ARGS: dict[str, tuple[str, ...]] = {
 COPIED_ARGS: dict[str, str] = {"on_log": "logs", "on_evaluate": "metrics", "on_predict": "metrics"}
 
 
-def positional_signature(names: tuple[str, ...]) -> inspect.Signature:
-    """A signature of plain positional parameters, for generated hookimpls."""
-    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    return inspect.Signature([inspect.Parameter(name, kind) for name in names])
+def forwarding_function(name: str, params: tuple[str, ...], target: Callable[..., Any]) -> Any:
+    """``def <name>(<params>): return target(<params>)``, with real parameter names.
+
+    pluggy reads an implementation's argument names from its code object (``__signature__`` is
+    ignored from pluggy 1.7 on), so generated hookimpls are compiled the way :mod:`dataclasses`
+    compiles ``__init__``. The names come from the hook specs, never from user input.
+    """
+    arguments = ", ".join(params)
+    source = f"def {name}({arguments}):\n    return _target({arguments})\n"
+    namespace: dict[str, Any] = {"_target": target}
+    exec(source, namespace)  # noqa: S102
+    return namespace[name]

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from hooktrain.args import TrainingArguments
-from hooktrain.events import EVENT_NAMES, EXTRA_ARGS, positional_signature
+from hooktrain.events import EVENT_NAMES, EXTRA_ARGS, forwarding_function
 from hooktrain.markers import hookimpl
 from hooktrain.outputs import TrainOutput
 from hooktrain.trainer import Trainer
@@ -124,9 +124,7 @@ class HookRecorder:
             self.calls.append(HookCall(event, state.global_step, state.epoch,
                                        control_flags(control), payload))
 
-        record.__name__ = event
-        record.__signature__ = positional_signature(("state", "control") + extras)  # type: ignore[attr-defined]
-        return record
+        return forwarding_function(event, ("state", "control") + extras, record)
 
     @property
     def events(self) -> list[str]:

@@ -180,21 +180,29 @@ class Trainer(EvaluationMixin, CheckpointMixin):
             obj = discovery.load(installed, explicit=selection.explicit)
             if obj is None:
                 continue
-            plugin = discovery.instantiate(obj, installed.name, tables.get(installed.name, {}))
+            table = dict(tables.get(installed.name, {}))
+            nonblocking = table.pop("nonblocking", None)
+            plugin = discovery.instantiate(obj, installed.name, table)
             self.plugin_manager.register_plugin(
                 plugin, band=Band.ENTRY_POINT, name=installed.name, isolated=True,
                 all_ranks=bool(getattr(plugin, "hooktrain_all_ranks", False)),
                 distribution=f"{installed.distribution} {installed.version}",
+                nonblocking=None if nonblocking is None else bool(nonblocking),
             )
 
     # ---- the error funnel ----------------------------------------------------------------
 
     @contextlib.contextmanager
     def _exception_funnel(self):  # type: ignore[no-untyped-def]
-        """Fire ``on_exception`` once (from the outermost call) before an error propagates."""
+        """Fire ``on_exception`` once (from the outermost call) before an error propagates.
+
+        On success the outermost call drains the non-blocking plugins' queues before returning.
+        """
         self._exception_depth += 1
         try:
             yield
+            if self._exception_depth == 1:
+                self.callback_handler.drain()  # non-blocking plugins finish before we return
         except BaseException as exc:
             if self._exception_depth == 1:
                 self.callback_handler.on_exception(exc)

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from hooktrain.callback import TrainerCallback
 from hooktrain.errors import HookNameError
-from hooktrain.events import COMMON_ARGS, EVENT_NAMES, HF_EXTRA_ARGS, positional_signature
+from hooktrain.events import COMMON_ARGS, EVENT_NAMES, HF_EXTRA_ARGS, forwarding_function
 from hooktrain.markers import hookimpl
 
 _HF_KWARGS = COMMON_ARGS[3:]  # model ... eval_dataloader
@@ -55,17 +55,11 @@ def unknown_hook_message(plugin: str, hook: str) -> str:
 
 
 def _make_impl(method: Callable[..., Any], event: str) -> Callable[..., Any]:
-    """Build ``impl(<common args>, <extra>)`` that calls ``method`` the way HF does.
-
-    pluggy reads argument names from the signature, so the function carries the event's real
-    parameter names in ``__signature__``.
-    """
+    """``impl(<common args>, <extra>)`` calling ``method`` the way HF's handler does."""
     extras = HF_EXTRA_ARGS.get(event, ())
     keywords = _HF_KWARGS + extras
 
-    def impl(args: Any, state: Any, control: Any, *values: Any) -> Any:
+    def call(args: Any, state: Any, control: Any, *values: Any) -> Any:
         return method(args, state, control, **dict(zip(keywords, values)))
 
-    impl.__name__ = impl.__qualname__ = event
-    impl.__signature__ = positional_signature(COMMON_ARGS + extras)  # type: ignore[attr-defined]
-    return impl
+    return forwarding_function(event, COMMON_ARGS + extras, call)

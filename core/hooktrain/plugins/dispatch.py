@@ -14,6 +14,8 @@ of :meth:`HooktrainPluginManager.ordered_impls`:
   and listed in :attr:`faults`; with ``plugin_errors="raise"``, or for a user callback, the error
   propagates with a note naming the plugin and hook.
 * Plugins that do not run on every rank are left out of the tables on other ranks.
+* Non-blocking plugins get their calls queued to a worker thread (:mod:`.background`); their
+  errors are handled here, on the training thread, at the next event or :meth:`drain`.
 * ``HOOKTRAIN_TRACE_PLUGINS=1`` prints every call to stderr.
 """
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from hooktrain.events import COMMON_ARGS, COPIED_ARGS, EXTRA_ARGS
+from hooktrain.plugins.background import BackgroundWorker
 from hooktrain.plugins.manager import HooktrainPluginManager, PluginRecord
 from hooktrain.state import TrainerControl
 
@@ -55,6 +58,8 @@ class HookDispatcher:
         self.kwargs["control"] = TrainerControl()
         self._tables: dict[str, tuple[_Impl, ...]] = {}
         self._trace = os.environ.get("HOOKTRAIN_TRACE_PLUGINS", "") not in ("", "0")
+        self._workers: dict[str, BackgroundWorker] = {}
+        self._background_errors: list[tuple[PluginRecord, str, BaseException]] = []
         manager.add_change_listener(self._tables.clear)
 
     # ---- shared arguments ----------------------------------------------------------------
@@ -152,10 +157,27 @@ class HookDispatcher:
                     "Plugin %s failed in on_exception while handling %r; continuing.",
                     record.label, exception,
                 )
+        self.drain(raising=False)
 
     # ---- machinery -----------------------------------------------------------------------
 
+    def drain(self, raising: bool = True) -> None:
+        """Wait for every non-blocking plugin's queued calls, then stop their workers.
+
+        Their errors are then handled as if raised in place; with ``raising=False`` (while
+        another error propagates) they are only logged.
+        """
+        workers, self._workers = self._workers, {}
+        if workers:
+            self._tables.clear()
+        for worker in workers.values():
+            worker.drain()
+            worker.close()
+        self._handle_background_errors(raising)
+
     def _fire(self, hook: str) -> None:
+        if self._background_errors:
+            self._handle_background_errors(True)
         impls = self._tables.get(hook)
         if impls is None:
             impls = self._table(hook)
@@ -192,6 +214,30 @@ class HookDispatcher:
         self.faults.append(PluginFault(record.label, hook, f"{type(exc).__name__}: {exc}"))
         self.manager.disable_plugin(record, f"raised {type(exc).__name__} in {hook}")
 
+    def _handle_background_errors(self, raising: bool) -> None:
+        errors, self._background_errors = self._background_errors, []
+        for record, hook, exc in errors:
+            if not raising:
+                logger.error("Non-blocking plugin %s raised in %s.", record.label, hook,
+                             exc_info=exc)
+            elif isinstance(exc, Exception):
+                self._handle_fault(record, hook, exc)
+            else:
+                raise exc
+
+    def _queued(self, record: PluginRecord, hook: str, function: Callable[..., Any]) -> Any:
+        worker = self._workers.get(record.name)
+        if worker is None:
+            worker = self._workers[record.name] = BackgroundWorker(
+                record.label,
+                lambda failed_hook, exc: self._background_errors.append((record, failed_hook, exc)),
+            )
+
+        def submit(*args: Any) -> None:
+            worker.submit(hook, function, list(args))
+
+        return submit
+
     def _table(self, hook: str) -> tuple[_Impl, ...]:
         rows = []
         for record, impl in self.manager.ordered_impls(hook):
@@ -200,6 +246,8 @@ class HookDispatcher:
             function = impl.function
             if self._trace:
                 function = _traced(function, hook, record.label)
+            if record.nonblocking:
+                function = self._queued(record, hook, function)
             rows.append((record, function, tuple(impl.argnames)))
         table = self._tables[hook] = tuple(rows)
         return table

@@ -60,6 +60,7 @@ class PluginRecord:
     isolated: bool = False  # errors reported and the plugin switched off, training goes on
     all_ranks: bool = True  # False: only world rank zero calls it
     distribution: str | None = None
+    nonblocking: bool = False  # hooks run on a worker thread (plugins/background.py)
     disabled_reason: str | None = None
 
     @property
@@ -91,6 +92,7 @@ class HooktrainPluginManager(pluggy.PluginManager):
         isolated: bool = False,
         all_ranks: bool = True,
         distribution: str | None = None,
+        nonblocking: bool | None = None,
     ) -> PluginRecord:
         """Register ``plugin`` (a ``TrainerCallback`` or a pluggy-style object) and validate it."""
         if band is None:
@@ -113,7 +115,11 @@ class HooktrainPluginManager(pluggy.PluginManager):
             if self.get_plugin(name) is not None:  # pluggy keeps the impls it added before failing
                 self.unregister(name=name)
             raise HookNameError(f"Plugin {name!r} cannot be registered: {exc}") from None
-        record = PluginRecord(name, plugin, band, ordinal, isolated, all_ranks, distribution)
+        if nonblocking is None:
+            nonblocking = bool(getattr(plugin, "hooktrain_nonblocking", False))
+        record = PluginRecord(
+            name, plugin, band, ordinal, isolated, all_ranks, distribution, nonblocking
+        )
         self._records[name] = record
         try:
             self._check_impls(record)

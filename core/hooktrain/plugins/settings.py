@@ -27,6 +27,10 @@ from typing import Any
 from hooktrain.errors import ConfigError
 
 
+#: Keys hooktrain itself reads from every ``[plugins.<name>]`` table.
+RESERVED_KEYS = ("nonblocking",)
+
+
 def settings_class(plugin: Any) -> type | None:
     """The settings dataclass a plugin (class, instance or module) declares, if any."""
     declared = getattr(plugin, "settings", None)
@@ -41,7 +45,7 @@ def check_keys(plugin_name: str, cls: type | None, table: dict[str, Any]) -> Non
     """An unknown key is an error naming the plugin, the key and the valid keys."""
     valid = [f.name for f in dataclasses.fields(cls)] if cls is not None else []
     for key in table:
-        if key not in valid:
+        if key not in valid and key not in RESERVED_KEYS:
             choices = ", ".join(valid) if valid else "none (this plugin has no settings)"
             raise ConfigError(
                 f"Unknown setting {key!r} for plugin {plugin_name!r} in [plugins.{plugin_name}]. "
@@ -52,6 +56,7 @@ def check_keys(plugin_name: str, cls: type | None, table: dict[str, Any]) -> Non
 def resolve(plugin_name: str, cls: type, table: dict[str, Any]) -> Any:
     """Build the settings: ``table`` values, else the field's environment variable, else default."""
     check_keys(plugin_name, cls, table)
+    table = {k: v for k, v in table.items() if k not in RESERVED_KEYS}
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for spec in dataclasses.fields(cls):

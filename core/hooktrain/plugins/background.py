@@ -1,0 +1,83 @@
+"""Non-blocking plugins: their hooks run on a worker thread of their own, in order.
+
+A plugin runs off the training thread when it sets ``hooktrain_nonblocking = True`` or the user
+sets ``nonblocking = true`` in its ``[plugins.<name>]`` table. The dispatcher then hands each
+call to :class:`BackgroundWorker` with a snapshot of its arguments:
+
+* ``logs`` / ``metrics`` are already the plugin's own copies; ``state`` and ``control`` are
+  copied (``log_history`` as a new list of the same entries, which are never changed after
+  they are appended); tensors such as ``loss`` are detached values no one writes to again.
+  ``model``, ``optimizer`` and the dataloaders are the live objects: read them on the training
+  thread, not here.
+* The queue is bounded: when the worker falls behind, the training thread waits rather than
+  dropping a call, so no log is ever lost.
+* The worker runs every call in submission order, so the plugin sees the same event sequence as
+  a blocking one. Its return values are ignored (it cannot steer the loop).
+* :meth:`drain` waits until everything submitted has run; the Trainer drains at the end of every
+  ``train`` / ``evaluate`` / ``predict`` (before ``train`` returns, after ``on_train_end``) and
+  on errors, after ``on_exception``.
+* An error stops the worker; the dispatcher reports it like any plugin error.
+"""
+
+from __future__ import annotations
+
+import copy
+import queue
+import threading
+from typing import Any, Callable
+
+from hooktrain.state import TrainerControl, TrainerState
+
+_STOP = object()
+
+
+def snapshot(value: Any) -> Any:
+    """A copy of ``value`` that later training steps cannot change."""
+    if isinstance(value, TrainerState):
+        clone = copy.copy(value)
+        clone.log_history = list(value.log_history)
+        return clone
+    if isinstance(value, TrainerControl):
+        return copy.copy(value)
+    return value
+
+
+class BackgroundWorker:
+    """One thread and one bounded queue for one plugin."""
+
+    def __init__(self, label: str, on_error: Callable[[str, BaseException], None],
+                 maxsize: int = 256) -> None:
+        self.label = label
+        self._on_error = on_error
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize)
+        self._failed = False
+        self._thread = threading.Thread(target=self._run, name=f"hooktrain-{label}", daemon=True)
+        self._thread.start()
+
+    def submit(self, hook: str, function: Callable[..., Any], args: list[Any]) -> None:
+        if not self._failed:
+            self._queue.put((hook, function, [snapshot(a) for a in args]))
+
+    def drain(self) -> None:
+        """Block until every submitted call has run."""
+        self._queue.join()
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is _STOP:
+                    return
+                hook, function, args = item
+                if not self._failed:
+                    try:
+                        function(*args)
+                    except BaseException as exc:  # noqa: BLE001 - reported on the main thread
+                        self._failed = True
+                        self._on_error(hook, exc)
+            finally:
+                self._queue.task_done()
