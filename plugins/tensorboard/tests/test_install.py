@@ -39,8 +39,10 @@ def test_wheel_in_a_fresh_virtualenv_is_discovered_and_listed(tmp_path: Path) ->
     lines = [f"import site; site.addsitedir({p!r})" for p in site.getsitepackages()]
     (venv_site / "_parent_env.pth").write_text("\n".join(lines) + "\n")
     (wheel,) = wheels.glob("hooktrain_tensorboard-*.whl")
+    # --ignore-installed: this environment may have the plugin already (tox installs it); the
+    # copy under test must be the one from the wheel, inside the new environment.
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-                    str(wheel)], check=True)
+                    "--ignore-installed", str(wheel)], check=True)
 
     result = subprocess.run([str(python), "-c", CHECK, str(tmp_path / "out")],
                             check=True, capture_output=True, text=True)
