@@ -164,12 +164,12 @@ def incomplete_reason(path: Path, *, check_hashes: bool = False) -> str | None:
 
 
 def newest_complete_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint; each newer incomplete one is skipped with a warning."""
+    """The newest intact checkpoint; each newer incomplete or corrupt one is skipped, warned."""
     for path in reversed(list_checkpoints(output_dir)):
-        reason = incomplete_reason(path)
+        reason = incomplete_reason(path, check_hashes=True)
         if reason is None:
             return path
-        logger.warning("Skipping incomplete checkpoint %s: %s.", path, reason)
+        logger.warning("Skipping unusable checkpoint %s: %s.", path, reason)
     return None
 
 
@@ -242,6 +242,32 @@ def rotate_checkpoints(output_dir: str | Path, limit: int | None, keep: Iterable
             continue
         _remove(path)
         excess -= 1
+
+
+def remove_stale_temporaries(output_dir: str | Path) -> None:
+    """Delete what crashed saves and rotations left behind (their process is gone)."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return
+    for path in output_dir.iterdir():
+        if not (path.name.startswith(f".tmp-{PREFIX}-") or path.name.startswith(".deleting-")):
+            continue
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and _process_alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # a leftover of an earlier process that had this pid
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _remove(path: Path) -> None:

@@ -113,12 +113,21 @@ def plugin_rows(config: str | None = None) -> list[dict[str, Any]]:
     if config is not None:
         import tomllib
 
-        with open(config, "rb") as handle:
-            training = tomllib.load(handle).get("training", {})
-        report_to = training.get("report_to", "all")
-        report_to = [report_to] if isinstance(report_to, str) and report_to not in (
-            "all", "none") else report_to
-        for name in training.get("disable_plugins", []):
+        from hooktrain.args import _normalise_report_to
+        from hooktrain.errors import ConfigError
+
+        try:
+            with open(config, "rb") as handle:
+                training = tomllib.load(handle).get("training", {})
+        except OSError as exc:
+            raise ConfigError(f"Cannot read config file {config}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config} is not valid TOML: {exc}") from exc
+        report_to = _normalise_report_to(training.get("report_to", "all"))
+        blocked = training.get("disable_plugins", [])
+        if isinstance(blocked, str):
+            blocked = [name.strip() for name in blocked.split(",") if name.strip()]
+        for name in blocked:
             disabled.setdefault(name, "disable_plugins")
     rows = []
     for name, plugin in discovery.installed_plugins().items():
@@ -134,7 +143,11 @@ def plugin_rows(config: str | None = None) -> list[dict[str, Any]]:
         except Exception as exc:  # noqa: BLE001 - report, do not crash the listing
             row.update(status="broken", reason=f"{type(exc).__name__}: {exc}")
         else:
-            if report_to == "none":
+            unknown = discovery.unknown_hooks(row["hooks"])
+            if unknown:
+                row.update(status="broken",
+                           reason=f"implements {', '.join(unknown)}, which is no hooktrain hook")
+            elif report_to == "none":
                 row.update(status="disabled", reason='report_to="none"')
             elif report_to == "all" and discovery.autoload_disabled():
                 row.update(status="disabled", reason=f"{discovery.NO_AUTOLOAD_ENV} is set")

@@ -72,15 +72,15 @@ def load_config(path: str | os.PathLike[str], overrides: list[str], **arguments:
     _check_training_keys(path, training)
     hints = typing.get_type_hints(TrainingArguments)
     for key, value in training.items():
-        if isinstance(value, str) and hints[key] is not str:
-            training[key] = plugin_settings.coerce(value, hints[key], f"[training] {key}")
+        training[key] = plugin_settings.coerce(value, hints[key], f"{path}: [training] {key}")
 
     tables = {name: dict(table) for name, table in arguments.pop("plugin_settings", {}).items()}
     for name, table in data.get("plugins", {}).items():
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [plugins.{name}] must be a table of settings.")
         tables.setdefault(name, {}).update(table)
-    check_plugin_tables(tables)
+    disabled = list(training.get("disable_plugins", arguments.get("disable_plugins", [])))
+    check_plugin_tables(tables, disabled)
 
     run = dict(data.get("run", {}))
     for key in run:
@@ -131,12 +131,19 @@ def _check_training_keys(path: Path, training: dict[str, Any]) -> None:
             raise ConfigError(f"{path}: [training] " + _unknown_field_message(key, names))
 
 
-def check_plugin_tables(tables: dict[str, dict[str, Any]]) -> None:
-    """Each table must name an installed plugin and only keys its settings declare."""
+def check_plugin_tables(tables: dict[str, dict[str, Any]], disabled: list[str]) -> None:
+    """Each table must name an installed plugin and only keys its settings declare.
+
+    A disabled plugin's table is left unchecked: checking means importing, and disabling
+    happens before import.
+    """
     if not tables:
         return
     installed = discovery.installed_plugins()
+    blocked = set(disabled) | set(discovery.env_disabled())
     for name, table in tables.items():
+        if name in blocked:
+            continue
         if name not in installed:
             raise ConfigError(
                 f"Settings given for plugin {name!r}, which is not installed. Installed "

@@ -68,6 +68,8 @@ class CheckpointMixin:
         self._resumed_from = None
         if resume_from_checkpoint is None or resume_from_checkpoint is False:
             return None
+        if self.args.should_save:
+            ckpt.remove_stale_temporaries(self.args.output_dir)
         if resume_from_checkpoint is True:
             found = ckpt.newest_complete_checkpoint(self.args.output_dir)
             if found is None:
@@ -76,10 +78,9 @@ class CheckpointMixin:
                     "training starts from scratch.", self.args.output_dir,
                 )
                 return None
-            path = found
-        else:
-            path = Path(resume_from_checkpoint)
-        self._resumed_from = ckpt.verify_checkpoint(path)
+            self._resumed_from = found  # checked file by file already
+            return found
+        self._resumed_from = ckpt.verify_checkpoint(Path(resume_from_checkpoint))
         return self._resumed_from
 
     def _load_checkpoint(self: Trainer, path: Path) -> None:

@@ -32,7 +32,13 @@ from hooktrain.errors import ConfigError
 from hooktrain.evaluation import EvaluationMixin
 from hooktrain.optim import create_optimizer, create_scheduler
 from hooktrain.outputs import TrainOutput, speed_metrics
-from hooktrain.plugins import Band, HookDispatcher, HooktrainPluginManager, PluginRecord
+from hooktrain.plugins import (
+    Band,
+    HookDispatcher,
+    HooktrainPluginManager,
+    PluginFault,
+    PluginRecord,
+)
 from hooktrain.plugins import discovery
 from hooktrain.resume import CheckpointMixin
 from hooktrain.state import TrainerControl, TrainerState
@@ -92,6 +98,9 @@ class Trainer(EvaluationMixin, CheckpointMixin):
 
         self.plugin_manager = HooktrainPluginManager()
         self.callback_handler = HookDispatcher(self.plugin_manager, self.args.plugin_errors)
+        self.callback_handler.set_rank(self.args.process_index == 0)
+        self._state.is_world_process_zero = self.args.process_index == 0
+        self._state.is_local_process_zero = self.args.local_process_index == 0
         self.callback_handler.set_context(
             args=self.args, state=self._state, model=self.model,
             processing_class=processing_class, optimizer=self.optimizer,
@@ -174,11 +183,14 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         from hooktrain.config import check_plugin_tables
 
         tables = self.args.plugin_settings
-        check_plugin_tables(tables)
+        check_plugin_tables(tables, self.args.disable_plugins)
         selection = discovery.select(self.args.report_to, self.args.disable_plugins)
         for installed in selection.selected:
             obj = discovery.load(installed, explicit=selection.explicit)
-            if obj is None:
+            if obj is None:  # broken under "all": warned already; listed in the summary too
+                self.callback_handler.faults.append(
+                    PluginFault(installed.label, "import", "failed to import (see the warning)")
+                )
                 continue
             table = dict(tables.get(installed.name, {}))
             nonblocking = table.pop("nonblocking", None)

@@ -178,6 +178,13 @@ def hook_names(obj: Any) -> list[str]:
     names = []
     for attr in dir(obj):
         value = getattr(obj, attr, None)
-        if attr.startswith("on_") and hasattr(value, f"{PROJECT_NAME}_impl"):
+        if hasattr(value, f"{PROJECT_NAME}_impl"):
             names.append(attr)
     return names
+
+
+def unknown_hooks(names: list[str]) -> list[str]:
+    """Those of ``names`` that are no hooktrain hook (a misspelling such as ``on_stepend``)."""
+    from hooktrain.events import EVENT_NAMES
+
+    return [name for name in names if name not in EVENT_NAMES]

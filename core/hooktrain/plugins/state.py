@@ -3,7 +3,8 @@
 A plugin is stateful when it is an :class:`~hooktrain.ExportableState` (HF's protocol) or has
 ``state_dict()`` and ``load_state_dict()``. Each instance has its own key: its ``state_key``
 property when it has one (as Lightning's callbacks do), else its class's qualified name and its
-ordinal among the instances of that class (``Counter#0``, ``Counter#1``). State is *replaced*
+ordinal among the instances of that class (``Counter#0``, ``Counter#1``); a ``state_key``
+that repeats gets its ordinal appended (``key#1``). State is *replaced*
 at every save, never appended (HF #33875), and restored onto the existing instance.
 """
 
@@ -44,11 +45,9 @@ def keyed_plugins(records: list[PluginRecord]) -> dict[str, object]:
             name = type(plugin).__qualname__
             key = f"{name}#{seen[name]}"
             seen[name] += 1
-        if key in keyed:
-            raise CheckpointError(
-                f"Two plugins share the state key {key!r}; give one of them a distinct "
-                "state_key property so their checkpoint states do not overwrite each other."
-            )
+        if key in keyed:  # equal keys (two identical EarlyStoppingCallbacks): add the ordinal
+            seen[key] += 1
+            key = f"{key}#{seen[key]}"
         keyed[key] = plugin
     return keyed
 
