@@ -7,6 +7,7 @@ names metrics the same way. Nothing here imports torch.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import numbers
 from pathlib import Path
@@ -82,3 +83,21 @@ def default_run_dir(args: Any) -> Path:
     """``<output_dir>/runs/<run name>``: the last part of ``run_name`` (output_dir by default)."""
     name = Path(str(args.run_name or args.output_dir)).name or "run"
     return Path(args.output_dir) / "runs" / name
+
+
+def save_model(model: Any, directory: str | Path) -> Path:
+    """Write ``model`` for upload: ``model.safetensors`` plus ``config.json`` when it has one.
+
+    This is the "save the model to a directory" service integrations use for a final-model
+    artifact, instead of building a second Trainer as HF's W&B and DVCLive callbacks do.
+    Returns the directory.
+    """
+    from safetensors.torch import save_model as save_safetensors
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_safetensors(model, str(directory / "model.safetensors"))
+    config = model_config(model)
+    if config:
+        (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return directory
