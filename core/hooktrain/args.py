@@ -79,6 +79,8 @@ class TrainingArguments:
     label_names: list[str] | None = None
     run_name: str | None = None
     use_cpu: bool = False
+    ddp_backend: str | None = None
+    ddp_timeout: int = 1800
     bf16: bool = False
     fp16: bool = False
     disable_plugins: list[str] = field(default_factory=list)

@@ -21,12 +21,15 @@ class EpochBatchSampler:
 
     The permutation covers the whole data set; each global batch of ``batch_size * world_size``
     indices is cut into ``world_size`` slices and rank ``r`` takes slice ``r``, so one process
-    and N processes see the same global batches.
+    and N processes see the same global batches. A last global batch too short to give every
+    rank a sample leaves the others out (evaluation: each sample is seen exactly once) or, with
+    ``pad_uneven`` (training, where ranks must step together), lends them samples from the start
+    of the epoch's order, as ``DistributedSampler`` pads.
     """
 
     def __init__(
         self, num_samples: int, batch_size: int, *, shuffle: bool, seed: int,
-        drop_last: bool = False, rank: int = 0, world_size: int = 1,
+        drop_last: bool = False, rank: int = 0, world_size: int = 1, pad_uneven: bool = False,
     ) -> None:
         self.num_samples = num_samples
         self.batch_size = batch_size
@@ -35,6 +38,7 @@ class EpochBatchSampler:
         self.drop_last = drop_last
         self.rank = rank
         self.world_size = world_size
+        self.pad_uneven = pad_uneven
         self.epoch = 0
         self.skip_batches = 0
 
@@ -62,7 +66,11 @@ class EpochBatchSampler:
         for index in range(skip, len(self)):
             batch = order[index * step:(index + 1) * step]
             per_rank = -(-len(batch) // self.world_size)
-            yield batch[self.rank * per_rank:(self.rank + 1) * per_rank]
+            mine = batch[self.rank * per_rank:(self.rank + 1) * per_rank]
+            if not mine and self.pad_uneven:
+                mine = order[:per_rank]  # training ranks step together: borrow from the start
+            if mine:
+                yield mine
 
 
 def make_dataloader(

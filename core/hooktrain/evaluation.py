@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from hooktrain import distributed
 from hooktrain.data import EpochBatchSampler, batch_size_of, to_device
 from hooktrain.errors import ConfigError
 from hooktrain.outputs import EvalLoopOutput, EvalPrediction, PredictionOutput, speed_metrics
@@ -123,6 +124,10 @@ class EvaluationMixin:
         finally:
             if was_training:
                 model.train()
+        if distributed.world_size() > 1:  # every sample exactly once: no padding in the loss
+            loss_sum, num_samples, all_logits, all_labels = _gather_evaluation(
+                loss_sum, num_samples, all_logits, all_labels, self.device
+            )
         predictions = _concat(all_logits)
         label_ids = _concat(all_labels)
         metrics: dict[str, Any] = {}
@@ -153,6 +158,46 @@ class EvaluationMixin:
         if prediction_loss_only:
             return loss, None, None
         return loss, _logits_of(outputs, loss is not None, ignore_keys or []), labels
+
+
+def _gather_evaluation(
+    loss_sum: torch.Tensor | None, num_samples: int, logits: list[Any], labels: list[Any],
+    device: torch.device,
+) -> tuple[torch.Tensor | None, int, list[Any], list[Any]]:
+    """Sum losses and counts over processes; put the batches back in data-set order.
+
+    Rank ``r`` holds slice ``r`` of every global batch (the last may be missing on some ranks),
+    so batch ``i`` of the data set is rank 0's ``i``-th chunk, then rank 1's, and so on.
+    """
+    has_loss = distributed.sum_over_processes(
+        torch.tensor(float(loss_sum is not None), device=device)).item() > 0
+    totals = torch.stack([
+        loss_sum.double() if loss_sum is not None else torch.zeros((), device=device,
+                                                                   dtype=torch.float64),
+        torch.tensor(float(num_samples), device=device, dtype=torch.float64),
+    ])
+    totals = distributed.sum_over_processes(totals)
+    gathered = distributed.gather_objects((_to_cpu(logits), _to_cpu(labels)))
+    merged_logits: list[Any] = []
+    merged_labels: list[Any] = []
+    for index in range(max(len(chunks) for chunks, _ in gathered)):
+        for chunks, label_chunks in gathered:
+            if index < len(chunks):
+                merged_logits.append(chunks[index])
+            if index < len(label_chunks):
+                merged_labels.append(label_chunks[index])
+    return (totals[0] if has_loss else None), int(totals[1].item()), merged_logits, merged_labels
+
+
+def _to_cpu(chunks: list[Any]) -> list[Any]:
+    def move(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.cpu()
+        if isinstance(value, (tuple, list)):
+            return type(value)(move(v) for v in value)
+        return value
+
+    return [move(chunk) for chunk in chunks]
 
 
 def _labels_of(inputs: Any, label_names: list[str]) -> Any:

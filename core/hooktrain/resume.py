@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hooktrain import checkpoint as ckpt
+from hooktrain import distributed
 from hooktrain.errors import CheckpointError, ConfigError
 from hooktrain.plugins import state as plugin_state
 from hooktrain.state import TrainerState
@@ -43,25 +44,32 @@ class CheckpointMixin:
             if state.best_global_step == step or best.is_dir():
                 state.best_model_checkpoint = str(best)
         state.stateful_callbacks = plugin_state.collect(self.plugin_manager.records(), self.control)
+        # Collectives first, on every rank: the mean running loss (each rank restores it, so the
+        # logged means continue exactly) and every rank's RNG state, which rank zero writes.
         loop = {
-            "tr_loss": self._tr_loss.item(),
+            "tr_loss": distributed.mean_over_processes(self._tr_loss).item(),
             "total_loss_scalar": self._total_loss_scalar,
             "globalstep_last_logged": self._globalstep_last_logged,
         }
-        writers = {
-            ckpt.WEIGHTS: ckpt.save_weights(self.model),
-            ckpt.OPTIMIZER: ckpt.save_torch(self.optimizer.state_dict()),
-            ckpt.SCHEDULER: ckpt.save_torch(self.lr_scheduler.state_dict()),
-            ckpt.rng_file(args.process_index): ckpt.save_torch(ckpt.collect_rng_state()),
-            ckpt.TRAINER_STATE: state.save_to_json,
-            ckpt.ARGS: ckpt.save_json(args.to_dict()),
-            ckpt.LOOP_STATE: ckpt.save_json(loop),
-        }
-        path = ckpt.write_checkpoint(output_dir, step, writers)
-        keep = [path] + [p for p in (self._resumed_from,) if p is not None]
-        if state.best_model_checkpoint:
-            keep.append(Path(state.best_model_checkpoint))
-        ckpt.rotate_checkpoints(output_dir, args.save_total_limit, keep)
+        rng_states = distributed.gather_objects(ckpt.collect_rng_state())
+        path = output_dir / f"{ckpt.PREFIX}-{step}"
+        if args.should_save:
+            writers = {
+                ckpt.WEIGHTS: ckpt.save_weights(self.model),
+                ckpt.OPTIMIZER: ckpt.save_torch(self.optimizer.state_dict()),
+                ckpt.SCHEDULER: ckpt.save_torch(self.lr_scheduler.state_dict()),
+                **{ckpt.rng_file(rank): ckpt.save_torch(rng)
+                   for rank, rng in enumerate(rng_states)},
+                ckpt.TRAINER_STATE: state.save_to_json,
+                ckpt.ARGS: ckpt.save_json(args.to_dict()),
+                ckpt.LOOP_STATE: ckpt.save_json(loop),
+            }
+            path = ckpt.write_checkpoint(output_dir, step, writers)
+            keep = [path] + [p for p in (self._resumed_from,) if p is not None]
+            if state.best_model_checkpoint:
+                keep.append(Path(state.best_model_checkpoint))
+            ckpt.rotate_checkpoints(output_dir, args.save_total_limit, keep)
+        distributed.barrier()  # on_save fires on every rank once the checkpoint is complete
         return path
 
     def _resolve_resume(self: Trainer, resume_from_checkpoint: str | bool | None) -> Path | None:

@@ -29,7 +29,9 @@ from hooktrain.data import (
     unused_columns,
 )
 from hooktrain.errors import ConfigError
+from hooktrain import distributed
 from hooktrain.evaluation import EvaluationMixin
+from hooktrain.loop import TrainingLoopMixin
 from hooktrain.optim import create_optimizer, create_scheduler
 from hooktrain.outputs import TrainOutput, speed_metrics
 from hooktrain.plugins import (
@@ -53,7 +55,7 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class Trainer(EvaluationMixin, CheckpointMixin):
+class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
     """Trains, evaluates and predicts with a PyTorch model, HF-compatible.
 
     Arguments are HF's. ``model`` is called as HF calls it: with a batch dict as keyword
@@ -82,7 +84,9 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         self.args = args if args is not None else TrainingArguments()
         set_seed(self.args.seed)
         self.device = self.args.device
+        self.is_distributed = distributed.setup(self.args, self.device)
         self.model = model.to(self.device)
+        self.model_wrapped = self.model  # DistributedDataParallel around it under torchrun
         self.data_collator = data_collator or default_collate
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
@@ -226,7 +230,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
 
     def train(self, resume_from_checkpoint: str | bool | None = None) -> TrainOutput:
         """Train; ``resume_from_checkpoint=True`` continues from the newest complete checkpoint."""
-        with self._exception_funnel():
+        with distributed.terminate_as_exception(), self._exception_funnel():
             self.is_in_train = True
             try:
                 return self._train(resume_from_checkpoint)
@@ -247,6 +251,8 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         else:
             max_steps = math.ceil(args.num_train_epochs * updates_per_epoch)
             num_train_epochs = math.ceil(args.num_train_epochs)
+        if self.model_wrapped is self.model:
+            self.model_wrapped = distributed.wrap(self.model, self.device)
         if self.optimizer is None:
             self.optimizer = create_optimizer(self.model, args)
         if self.lr_scheduler is None:
@@ -294,147 +300,6 @@ class Trainer(EvaluationMixin, CheckpointMixin):
             logger.info("%s was saved when training ended; nothing left to train.", checkpoint)
         return self._finish_training(start_time, max_steps)
 
-    def _train_epoch(
-        self, dataloader: Any, epoch: int, steps_in_epoch: int, skip_batches: int
-    ) -> None:
-        args, state, hooks = self.args, self.state, self.callback_handler
-        accumulation = args.gradient_accumulation_steps
-        dataloader.batch_sampler.set_epoch(epoch, skip_batches)
-        hooks.on_epoch_begin()
-        step = skip_batches - 1
-        step_loss: torch.Tensor | None = None
-        group_size = 1
-        for batch in dataloader:
-            step += 1
-            if step % accumulation == 0:
-                hooks.on_step_begin()
-                group_size = min(accumulation, steps_in_epoch - step)
-                step_loss = None
-            loss = self.training_step(self.model, batch, group_size)
-            step_loss = loss if step_loss is None else step_loss + loss
-            if (step + 1) % accumulation == 0 or step + 1 == steps_in_epoch:
-                self._optimizer_step(step_loss)
-                state.epoch = epoch + (step + 1) / steps_in_epoch
-                hooks.on_step_end(step_loss)
-                self._maybe_log_save_evaluate()
-            else:
-                hooks.on_substep_end()
-            control = self.control
-            if control.should_epoch_stop or control.should_training_stop:
-                break
-        if step < skip_batches:
-            logger.warning("Epoch %d yielded no batch; stopping training.", epoch)
-            self.control.should_training_stop = True
-        hooks.on_epoch_end()
-        self._maybe_log_save_evaluate()
-
-    def training_step(self, model: torch.nn.Module, inputs: Any, group_size: int = 1) -> torch.Tensor:
-        """Forward and backward for one micro-batch; returns its detached, scaled loss."""
-        if self.device.type != "cpu":
-            inputs = to_device(inputs, self.device)
-        with self._autocast():
-            loss = self.compute_loss(model, inputs)
-        if group_size > 1:
-            loss = loss / group_size
-        if self._scaler is not None:
-            self._scaler.scale(loss).backward()
-        else:
-            loss.backward()
-        return loss.detach()
-
-    def _optimizer_step(self, step_loss: torch.Tensor) -> None:
-        args, hooks = self.args, self.callback_handler
-        self._tr_loss.add_(step_loss)
-        if self._scaler is not None:
-            self._scaler.unscale_(self.optimizer)
-        if args.max_grad_norm:
-            self._last_grad_norm = torch.nn.utils.clip_grad_norm_(
-                self.model.parameters(), args.max_grad_norm, foreach=True
-            )
-        hooks.on_pre_optimizer_step()
-        if self._scaler is not None:
-            self._scaler.step(self.optimizer)
-            self._scaler.update()
-        else:
-            self.optimizer.step()
-        hooks.on_optimizer_step()
-        self.lr_scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.state.global_step += 1
-
-    def compute_loss(
-        self, model: torch.nn.Module, inputs: Any, return_outputs: bool = False,
-        num_items_in_batch: Any = None,
-    ) -> Any:
-        """The batch's loss (and outputs): from the model, or from ``compute_loss_func``."""
-        labels = None
-        if isinstance(inputs, Mapping):
-            if self.compute_loss_func is not None:
-                inputs = dict(inputs)
-                found = [inputs.pop(name) for name in self.label_names if name in inputs]
-                labels = found[0] if len(found) == 1 else tuple(found) or None
-            outputs = model(**inputs)
-        elif self.compute_loss_func is not None:
-            labels = inputs[-1]
-            outputs = model(*inputs[:-1])
-        else:
-            outputs = model(*inputs)
-        if self.compute_loss_func is not None:
-            loss = self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
-        else:
-            loss = _loss_of(outputs)
-        return (loss, outputs) if return_outputs else loss
-
-    def _maybe_log_save_evaluate(self) -> None:
-        state = self.state
-        if self.control.should_log and state.global_step > self._globalstep_last_logged:
-            tr_loss_scalar = self._tr_loss.item()  # the one host sync, on logging steps only
-            self._tr_loss.zero_()
-            logs: dict[str, Any] = {
-                "loss": tr_loss_scalar / (state.global_step - self._globalstep_last_logged)
-            }
-            if self._last_grad_norm is not None:
-                logs["grad_norm"] = float(self._last_grad_norm)
-            logs["learning_rate"] = self.lr_scheduler.get_last_lr()[0]
-            self._total_loss_scalar += tr_loss_scalar
-            self._globalstep_last_logged = state.global_step
-            self.log(logs)
-        if self.control.should_evaluate:
-            metrics = self._evaluate_during_training()
-            is_new_best = self._update_best_metric(metrics)
-            if self.args.save_strategy == "best":
-                self.control.should_save = is_new_best
-        if self.control.should_save:
-            checkpoint_dir = self._save_checkpoint()
-            self.callback_handler.on_save(checkpoint_dir)
-
-    def _evaluate_during_training(self) -> dict[str, float]:
-        metrics = self.evaluate()
-        self.model.train()
-        return metrics
-
-    def _finish_training(self, start_time: float, max_steps: int) -> TrainOutput:
-        args, state = self.args, self.state
-        self._total_loss_scalar += self._tr_loss.item()
-        self._tr_loss.zero_()
-        train_loss = self._total_loss_scalar / max(state.global_step, 0.001)
-        total_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps
-        total_batch *= args.world_size
-        if args.max_steps > 0:
-            num_samples = args.max_steps * total_batch
-        else:
-            num_samples = len(self.train_dataset) * state.num_train_epochs
-        metrics = speed_metrics("train", start_time, num_samples=num_samples, num_steps=max_steps)
-        metrics["total_flos"] = state.total_flos
-        metrics["train_loss"] = train_loss
-        self.log(metrics)
-        self._load_best_model_at_end()
-        self.callback_handler.on_train_end()
-        summary = self.callback_handler.summary()
-        if summary:
-            logger.warning(summary)
-        return TrainOutput(state.global_step, train_loss, metrics)
-
     # ---- logging -------------------------------------------------------------------------
 
     def log(self, logs: dict[str, Any], start_time: float | None = None) -> None:
@@ -454,7 +319,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
             len(self.train_dataset), args.per_device_train_batch_size, shuffle=True,
             seed=args.data_seed if args.data_seed is not None else args.seed,
             drop_last=args.dataloader_drop_last, rank=args.process_index,
-            world_size=args.world_size,
+            world_size=args.world_size, pad_uneven=True,
         )
         return self._dataloader(self.train_dataset, sampler)
 
@@ -476,24 +341,3 @@ class Trainer(EvaluationMixin, CheckpointMixin):
             return contextlib.nullcontext
         device_type = self.device.type
         return lambda: torch.autocast(device_type, dtype=dtype)
-
-
-def _loss_of(outputs: Any) -> torch.Tensor:
-    if isinstance(outputs, Mapping):
-        if "loss" in outputs:
-            return outputs["loss"]
-        raise ConfigError(
-            "The model did not return a loss: its output has only the keys "
-            f"{sorted(outputs)}. Return a 'loss', or pass compute_loss_func to the Trainer."
-        )
-    loss = getattr(outputs, "loss", None)
-    if loss is not None:
-        return loss
-    if isinstance(outputs, (tuple, list)) and outputs:
-        return outputs[0]
-    if isinstance(outputs, torch.Tensor) and outputs.dim() == 0:
-        return outputs
-    raise ConfigError(
-        f"The model returned a {type(outputs).__name__}, not a loss. Return an output with "
-        ".loss, a dict with 'loss' or a tuple with the loss first, or pass compute_loss_func."
-    )

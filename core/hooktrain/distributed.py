@@ -1,0 +1,113 @@
+"""Running under ``torchrun``: process group, reductions and gathers the loop needs.
+
+hooktrain has no launcher of its own. ``torchrun`` sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``
+and the rendezvous variables; when ``WORLD_SIZE`` is above 1 the Trainer joins the process group
+(gloo on CPU, NCCL on CUDA, with ``ddp_timeout`` so a lost peer fails instead of hanging) and
+wraps the model in ``DistributedDataParallel``. Everything here is a no-op in one process.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger("hooktrain")
+
+
+class TrainingTerminated(Exception):
+    """SIGTERM arrived during training (``torchrun`` stopping workers, a preempted job)."""
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if world_size() > 1 else 0
+
+
+def setup(args: Any, device: torch.device) -> bool:
+    """Join the process group when launched with several processes; True when distributed."""
+    if args.world_size <= 1:
+        return False
+    if not dist.is_initialized():
+        backend = args.ddp_backend or ("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(
+            backend=backend, timeout=datetime.timedelta(seconds=args.ddp_timeout)
+        )
+        logger.info("Joined process group: rank %d of %d (%s).", dist.get_rank(),
+                    dist.get_world_size(), backend)
+    return True
+
+
+def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``DistributedDataParallel`` around ``model`` when distributed, else ``model``."""
+    if world_size() <= 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def mean_over_processes(value: torch.Tensor) -> torch.Tensor:
+    """The mean of ``value`` across processes (HF averages the logged loss this way)."""
+    if world_size() <= 1:
+        return value
+    reduced = value.detach().clone()
+    dist.all_reduce(reduced)
+    return reduced / world_size()
+
+
+def sum_over_processes(value: torch.Tensor) -> torch.Tensor:
+    if world_size() <= 1:
+        return value
+    reduced = value.detach().clone()
+    dist.all_reduce(reduced)
+    return reduced
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """Every process's ``value``, in rank order (``[value]`` in one process)."""
+    if world_size() <= 1:
+        return [value]
+    gathered: list[Any] = [None] * world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+@contextmanager
+def terminate_as_exception() -> Iterator[None]:
+    """Turn SIGTERM into :class:`TrainingTerminated` while training, so ``on_exception`` fires.
+
+    ``torchrun`` sends SIGTERM to the surviving workers when one fails, and schedulers send it
+    before preempting a job; Python's default would end the process without a word to plugins.
+    """
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise TrainingTerminated("received SIGTERM; training stops")

@@ -1,0 +1,203 @@
+"""The inner training loop of :class:`~hooktrain.Trainer`: steps, accumulation, logging.
+
+The loop keeps the host and the device apart: the loss is summed on the device and read once per
+logging step (``_maybe_log_save_evaluate``); nothing else reads a tensor on the host. Under
+``torchrun`` the forward/backward goes through the ``DistributedDataParallel`` wrapper, with
+gradient synchronisation skipped on the micro-batches that do not end an accumulation group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from hooktrain import distributed
+from hooktrain.data import to_device
+from hooktrain.errors import ConfigError
+from hooktrain.outputs import TrainOutput, speed_metrics
+
+if TYPE_CHECKING:
+    from hooktrain.trainer import Trainer
+
+logger = logging.getLogger("hooktrain")
+
+
+class TrainingLoopMixin:
+    """Epochs, steps, logging and the end of training; mixed into :class:`~hooktrain.Trainer`."""
+
+    def _train_epoch(
+        self: Trainer, dataloader: Any, epoch: int, steps_in_epoch: int, skip_batches: int
+    ) -> None:
+        args, state, hooks = self.args, self.state, self.callback_handler
+        accumulation = args.gradient_accumulation_steps
+        dataloader.batch_sampler.set_epoch(epoch, skip_batches)
+        hooks.on_epoch_begin()
+        step = skip_batches - 1
+        step_loss: torch.Tensor | None = None
+        group_size = 1
+        for batch in dataloader:
+            step += 1
+            if step % accumulation == 0:
+                hooks.on_step_begin()
+                group_size = min(accumulation, steps_in_epoch - step)
+                step_loss = None
+            ends_group = (step + 1) % accumulation == 0 or step + 1 == steps_in_epoch
+            with self._gradient_sync(ends_group):
+                loss = self.training_step(self.model_wrapped, batch, group_size)
+            step_loss = loss if step_loss is None else step_loss + loss
+            if ends_group:
+                self._optimizer_step(step_loss)
+                state.epoch = epoch + (step + 1) / steps_in_epoch
+                hooks.on_step_end(step_loss)
+                self._maybe_log_save_evaluate()
+            else:
+                hooks.on_substep_end()
+            control = self.control
+            if control.should_epoch_stop or control.should_training_stop:
+                break
+        if step < skip_batches:
+            logger.warning("Epoch %d yielded no batch; stopping training.", epoch)
+            self.control.should_training_stop = True
+        hooks.on_epoch_end()
+        self._maybe_log_save_evaluate()
+
+    def _gradient_sync(self: Trainer, ends_group: bool) -> Any:
+        """DDP all-reduces gradients only on the micro-batch that ends an accumulation group."""
+        if ends_group or self.model_wrapped is self.model:
+            return contextlib.nullcontext()
+        return self.model_wrapped.no_sync()
+
+    def training_step(
+        self: Trainer, model: torch.nn.Module, inputs: Any, group_size: int = 1
+    ) -> torch.Tensor:
+        """Forward and backward for one micro-batch; returns its detached, scaled loss."""
+        if self.device.type != "cpu":
+            inputs = to_device(inputs, self.device)
+        with self._autocast():
+            loss = self.compute_loss(model, inputs)
+        if group_size > 1:
+            loss = loss / group_size
+        if self._scaler is not None:
+            self._scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        return loss.detach()
+
+    def _optimizer_step(self: Trainer, step_loss: torch.Tensor) -> None:
+        args, hooks = self.args, self.callback_handler
+        self._tr_loss.add_(step_loss)
+        if self._scaler is not None:
+            self._scaler.unscale_(self.optimizer)
+        if args.max_grad_norm:
+            self._last_grad_norm = torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), args.max_grad_norm, foreach=True
+            )
+        hooks.on_pre_optimizer_step()
+        if self._scaler is not None:
+            self._scaler.step(self.optimizer)
+            self._scaler.update()
+        else:
+            self.optimizer.step()
+        hooks.on_optimizer_step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.global_step += 1
+
+    def compute_loss(
+        self: Trainer, model: torch.nn.Module, inputs: Any, return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        """The batch's loss (and outputs): from the model, or from ``compute_loss_func``."""
+        labels = None
+        if isinstance(inputs, Mapping):
+            if self.compute_loss_func is not None:
+                inputs = dict(inputs)
+                found = [inputs.pop(name) for name in self.label_names if name in inputs]
+                labels = found[0] if len(found) == 1 else tuple(found) or None
+            outputs = model(**inputs)
+        elif self.compute_loss_func is not None:
+            labels = inputs[-1]
+            outputs = model(*inputs[:-1])
+        else:
+            outputs = model(*inputs)
+        if self.compute_loss_func is not None:
+            loss = self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
+        else:
+            loss = _loss_of(outputs)
+        return (loss, outputs) if return_outputs else loss
+
+    def _maybe_log_save_evaluate(self: Trainer) -> None:
+        state = self.state
+        if self.control.should_log and state.global_step > self._globalstep_last_logged:
+            # The one host sync, on logging steps only; averaged over processes as HF does.
+            tr_loss_scalar = distributed.mean_over_processes(self._tr_loss).item()
+            self._tr_loss.zero_()
+            logs: dict[str, Any] = {
+                "loss": tr_loss_scalar / (state.global_step - self._globalstep_last_logged)
+            }
+            if self._last_grad_norm is not None:
+                logs["grad_norm"] = float(self._last_grad_norm)
+            logs["learning_rate"] = self.lr_scheduler.get_last_lr()[0]
+            self._total_loss_scalar += tr_loss_scalar
+            self._globalstep_last_logged = state.global_step
+            self.log(logs)
+        if self.control.should_evaluate:
+            metrics = self._evaluate_during_training()
+            is_new_best = self._update_best_metric(metrics)
+            if self.args.save_strategy == "best":
+                self.control.should_save = is_new_best
+        if self.control.should_save:
+            checkpoint_dir = self._save_checkpoint()
+            self.callback_handler.on_save(checkpoint_dir)
+
+    def _evaluate_during_training(self: Trainer) -> dict[str, float]:
+        metrics = self.evaluate()
+        self.model.train()
+        return metrics
+
+    def _finish_training(self: Trainer, start_time: float, max_steps: int) -> TrainOutput:
+        args, state = self.args, self.state
+        self._total_loss_scalar += distributed.mean_over_processes(self._tr_loss).item()
+        self._tr_loss.zero_()
+        train_loss = self._total_loss_scalar / max(state.global_step, 0.001)
+        total_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps
+        total_batch *= args.world_size
+        if args.max_steps > 0:
+            num_samples = args.max_steps * total_batch
+        else:
+            num_samples = len(self.train_dataset) * state.num_train_epochs
+        metrics = speed_metrics("train", start_time, num_samples=num_samples, num_steps=max_steps)
+        metrics["total_flos"] = state.total_flos
+        metrics["train_loss"] = train_loss
+        self.log(metrics)
+        self._load_best_model_at_end()
+        self.callback_handler.on_train_end()
+        summary = self.callback_handler.summary()
+        if summary:
+            logger.warning(summary)
+        return TrainOutput(state.global_step, train_loss, metrics)
+
+
+def _loss_of(outputs: Any) -> torch.Tensor:
+    if isinstance(outputs, Mapping):
+        if "loss" in outputs:
+            return outputs["loss"]
+        raise ConfigError(
+            "The model did not return a loss: its output has only the keys "
+            f"{sorted(outputs)}. Return a 'loss', or pass compute_loss_func to the Trainer."
+        )
+    loss = getattr(outputs, "loss", None)
+    if loss is not None:
+        return loss
+    if isinstance(outputs, (tuple, list)) and outputs:
+        return outputs[0]
+    if isinstance(outputs, torch.Tensor) and outputs.dim() == 0:
+        return outputs
+    raise ConfigError(
+        f"The model returned a {type(outputs).__name__}, not a loss. Return an output with "
+        ".loss, a dict with 'loss' or a tuple with the loss first, or pass compute_loss_func."
+    )

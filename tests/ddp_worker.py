@@ -1,0 +1,98 @@
+"""A training run for the torchrun tests; also runs as one plain process.
+
+    python -m torch.distributed.run --standalone --nproc-per-node 2 tests/ddp_worker.py OUT [opts]
+
+Options (key=value): batch (per device), steps, save (save_steps), resume (1), fail_rank,
+fail_step, eval (1: evaluate every 2 steps). Rank zero writes OUT/result.json (weights and logs);
+every rank writes OUT/events-<rank>.json with the events its plugins saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from hooktrain import Trainer, TrainerCallback, hookimpl
+from hooktrain.plugins import Band
+from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
+
+
+class RankRecorder(TrainerCallback):
+    """A user callback: runs on every rank and notes what it saw."""
+
+    def __init__(self, out: Path, fail_rank: int, fail_step: int) -> None:
+        self.out, self.fail_rank, self.fail_step = out, fail_rank, fail_step
+        self.events: list[str] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.events.append(f"step {state.global_step}")
+        if state.global_step == self.fail_step and args.process_index == self.fail_rank:
+            raise RuntimeError(f"rank {self.fail_rank} fails at step {self.fail_step}")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.events.append("log")
+
+    def on_exception(self, args, state, control, exception=None, **kwargs):
+        self.events.append(f"exception {type(exception).__name__}")
+        self.dump(args)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.events.append("train_end")
+        self.dump(args)
+
+    def dump(self, args) -> None:
+        path = self.out / f"events-{args.process_index}.json"
+        path.write_text(json.dumps({"events": self.events,
+                                    "zero": [args.process_index == 0]}))
+
+
+class LoggingPlugin:
+    """Stands in for an entry-point logging plugin: the manager runs it on rank zero only."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    @hookimpl
+    def on_log(self, args, logs):
+        with open(self.out / f"logger-{args.process_index}.jsonl", "a") as handle:
+            handle.write(json.dumps(logs) + "\n")
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    options = dict(item.split("=", 1) for item in sys.argv[2:])
+    torch.set_num_threads(1)
+    steps = int(options.get("steps", 8))
+    extra = {}
+    if options.get("eval") == "1":
+        extra = {"eval_strategy": "steps", "eval_steps": 2}
+    args = tiny_args(
+        out / "run", per_device_train_batch_size=int(options.get("batch", 4)), max_steps=steps,
+        logging_steps=2, save_strategy="steps" if "save" in options else "no",
+        save_steps=int(options.get("save", 500)), learning_rate=0.05, ddp_timeout=60,
+        per_device_eval_batch_size=3, **extra,
+    )
+    recorder = RankRecorder(out, int(options.get("fail_rank", -1)),
+                            int(options.get("fail_step", -1)))
+    torch.manual_seed(0)  # the same initial weights in one process and in N
+    trainer = Trainer(TinyRegressor(dropout=0.0), args, train_dataset=RegressionDataset(32),
+                      eval_dataset=RegressionDataset(11, seed=1), callbacks=[recorder])
+    trainer.plugin_manager.register_plugin(LoggingPlugin(out), band=Band.ENTRY_POINT,
+                                           name="logger", isolated=True, all_ranks=False)
+    trainer.train(resume_from_checkpoint=True if options.get("resume") == "1" else None)
+    if trainer.args.process_index == 0:
+        result = {
+            "weights": {k: v.tolist() for k, v in trainer.model.state_dict().items()},
+            "log_history": trainer.state.log_history,
+            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        }
+        (out / "result.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

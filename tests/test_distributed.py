@@ -1,0 +1,149 @@
+"""Real ``torchrun`` runs with 2 CPU processes (gloo): parity, rank-zero plugins, checkpoints.
+
+Each run is a subprocess of ``tests/ddp_worker.py``; see its docstring for the options.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hooktrain import Trainer
+from hooktrain.checkpoint import load_weights
+from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+pytestmark = pytest.mark.timeout(240)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def torchrun(out: Path, *options: str, nproc: int = 2, check: bool = True):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={nproc}", str(WORKER), str(out), *options]
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=200)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def single(out: Path, *options: str) -> None:
+    subprocess.run([sys.executable, str(WORKER), str(out), *options], check=True,
+                   capture_output=True, env=ENV, timeout=200)
+
+
+def result(out: Path) -> dict:
+    return json.loads((out / "result.json").read_text())
+
+
+def weights(out: Path) -> dict[str, np.ndarray]:
+    return {k: np.array(v) for k, v in result(out)["weights"].items()}
+
+
+def losses(out: Path) -> list[tuple[int, str, float]]:
+    return [(e["step"], k, v) for e in result(out)["log_history"]
+            for k, v in e.items() if k in ("loss", "eval_loss", "train_loss")]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One process with batch 4, and 2 processes with batch 2 each: the same global batch."""
+    root = tmp_path_factory.mktemp("ddp")
+    single(root / "one", "batch=4", "eval=1", "save=2")
+    torchrun(root / "two", "batch=2", "eval=1", "save=2")
+    return {"one": root / "one", "two": root / "two", "root": root}
+
+
+def test_two_processes_train_the_run_one_process_trains(runs) -> None:
+    one, two = weights(runs["one"]), weights(runs["two"])
+    for name in one:
+        np.testing.assert_allclose(two[name], one[name], rtol=0, atol=1e-6)
+    assert result(runs["two"])["world_size"] == 2
+    for (step_a, key_a, a), (step_b, key_b, b) in zip(losses(runs["one"]), losses(runs["two"]),
+                                                       strict=True):
+        assert (step_a, key_a) == (step_b, key_b)
+        assert b == pytest.approx(a, rel=1e-6)  # the eval set (11) splits unevenly: no padding
+
+
+def test_logging_plugins_run_on_rank_zero_and_callbacks_on_every_rank(runs) -> None:
+    two = runs["two"]
+    assert (two / "logger-0.jsonl").exists() and not (two / "logger-1.jsonl").exists()
+    logged = [json.loads(line) for line in (two / "logger-0.jsonl").read_text().splitlines()]
+    assert len(logged) == len(result(two)["log_history"])
+    for rank in (0, 1):
+        seen = json.loads((two / f"events-{rank}.json").read_text())
+        assert seen["events"][-1] == "train_end"
+        assert seen["zero"] == [rank == 0]
+        assert seen["events"].count("step 8") == 1
+
+
+def test_checkpoint_is_written_once_with_every_ranks_rng_state(runs) -> None:
+    checkpoint = runs["two"] / "run" / "checkpoint-4"
+    assert {p.name for p in checkpoint.iterdir()} >= {"rng_state.pth", "rng_state_1.pth",
+                                                     "model.safetensors", "manifest.json"}
+    leftovers = [p.name for p in (runs["two"] / "run").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_a_run_killed_under_torchrun_resumes_to_the_same_weights(runs, tmp_path) -> None:
+    failed = torchrun(tmp_path, "batch=2", "eval=1", "save=2", "fail_rank=0", "fail_step=5",
+                      check=False)
+    assert failed.returncode != 0
+    torchrun(tmp_path, "batch=2", "eval=1", "save=2", "resume=1")
+    reference = weights(runs["two"])
+    resumed = weights(tmp_path)
+    assert all(np.array_equal(resumed[k], reference[k]) for k in reference)
+    assert losses(tmp_path) == losses(runs["two"])
+
+
+def test_a_checkpoint_from_two_processes_evaluates_in_one(runs, tmp_path) -> None:
+    torch.manual_seed(0)
+    model = TinyRegressor(dropout=0.0)
+    load_weights(model, runs["two"] / "run" / "checkpoint-4")
+    trainer = Trainer(model, tiny_args(tmp_path, per_device_eval_batch_size=3),
+                      eval_dataset=RegressionDataset(11, seed=1))
+    metrics = trainer.evaluate()
+    logged = [e["eval_loss"] for e in result(runs["two"])["log_history"]
+              if e.get("eval_loss") is not None and e["step"] == 4]
+    assert metrics["eval_loss"] == pytest.approx(logged[0], rel=1e-6)
+
+
+def test_a_failing_rank_stops_every_rank_with_on_exception(tmp_path) -> None:
+    failed = torchrun(tmp_path, "batch=2", "fail_rank=1", "fail_step=3", check=False)
+    assert failed.returncode != 0
+    for rank in (0, 1):
+        events = json.loads((tmp_path / f"events-{rank}.json").read_text())["events"]
+        assert events[-1].startswith("exception"), (rank, events)
+    assert "rank 1 fails at step 3" in failed.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_nodes_on_localhost(runs, tmp_path) -> None:
+    """``--nnodes 2`` with the c10d rendezvous, as across machines, both "nodes" on 127.0.0.1."""
+    port = _free_port()
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+             "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=hooktrain",
+             f"--node-rank={rank}", str(WORKER), str(tmp_path), "batch=2", "eval=1", "save=2"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV,
+        )
+        for rank in (0, 1)
+    ]
+    for node in nodes:
+        _, stderr = node.communicate(timeout=200)
+        assert node.returncode == 0, stderr[-3000:]
+    reference, two_nodes = weights(runs["two"]), weights(tmp_path)
+    assert all(np.array_equal(two_nodes[k], reference[k]) for k in reference)
