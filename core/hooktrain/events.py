@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import operator
 from typing import Any, Callable
 
 from hooktrain import hookspecs
@@ -38,15 +39,30 @@ HF_EXTRA_ARGS: dict[str, tuple[str, ...]] = {
 COPIED_ARGS: dict[str, str] = {"on_log": "logs", "on_evaluate": "metrics", "on_predict": "metrics"}
 
 
-def forwarding_function(name: str, params: tuple[str, ...], target: Callable[..., Any]) -> Any:
+def forwarding_function(
+    name: str, params: tuple[str, ...], target: Callable[..., Any],
+    keywords: tuple[str, ...] = (),
+) -> Any:
     """``def <name>(<params>): return target(<params>)``, with real parameter names.
 
-    pluggy reads an implementation's argument names from its code object (``__signature__`` is
-    ignored from pluggy 1.7 on), so generated hookimpls are compiled the way :mod:`dataclasses`
-    compiles ``__init__``. The names come from the hook specs, never from user input.
+    Parameters named in ``keywords`` are passed on by keyword (``model=model``), the others by
+    position. pluggy reads an implementation's argument names from its code object
+    (``__signature__`` is ignored from pluggy 1.7 on), so generated hookimpls are compiled the
+    way :mod:`dataclasses` compiles ``__init__``. The names come from the hook specs, never from
+    user input.
     """
-    arguments = ", ".join(params)
-    source = f"def {name}({arguments}):\n    return _target({arguments})\n"
+    passed = ", ".join(f"{p}={p}" if p in keywords else p for p in params)
+    source = f"def {name}({', '.join(params)}):\n    return _target({passed})\n"
     namespace: dict[str, Any] = {"_target": target}
     exec(source, namespace)  # noqa: S102
     return namespace[name]
+
+
+def argument_getter(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A fast ``lambda kwargs: tuple(kwargs[n] for n in names)`` (``itemgetter`` underneath)."""
+    if not names:
+        return lambda kwargs: ()
+    if len(names) == 1:
+        (only,) = names
+        return lambda kwargs: (kwargs[only],)
+    return operator.itemgetter(*names)

@@ -55,11 +55,7 @@ def unknown_hook_message(plugin: str, hook: str) -> str:
 
 
 def _make_impl(method: Callable[..., Any], event: str) -> Callable[..., Any]:
-    """``impl(<common args>, <extra>)`` calling ``method`` the way HF's handler does."""
+    """``impl(<common args>, <extra>)`` calling ``method(args, state, control, model=..., ...)``,
+    the way HF's handler does."""
     extras = HF_EXTRA_ARGS.get(event, ())
-    keywords = _HF_KWARGS + extras
-
-    def call(args: Any, state: Any, control: Any, *values: Any) -> Any:
-        return method(args, state, control, **dict(zip(keywords, values)))
-
-    return forwarding_function(event, COMMON_ARGS + extras, call)
+    return forwarding_function(event, COMMON_ARGS + extras, method, keywords=_HF_KWARGS + extras)

@@ -27,14 +27,14 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from hooktrain.events import COMMON_ARGS, COPIED_ARGS, EXTRA_ARGS
+from hooktrain.events import COMMON_ARGS, COPIED_ARGS, EXTRA_ARGS, argument_getter
 from hooktrain.plugins.background import BackgroundWorker
 from hooktrain.plugins.manager import HooktrainPluginManager, PluginRecord
 from hooktrain.state import TrainerControl
 
 logger = logging.getLogger("hooktrain")
 
-_Impl = tuple[PluginRecord, Callable[..., Any], tuple[str, ...]]
+_Impl = tuple[PluginRecord, Callable[..., Any], Callable[[dict[str, Any]], tuple[Any, ...]]]
 
 
 @dataclass
@@ -149,9 +149,9 @@ class HookDispatcher:
     def on_exception(self, exception: BaseException) -> None:
         """Call every plugin; failures are logged and never hide ``exception``."""
         self.kwargs["exception"] = exception
-        for record, function, argnames in self._table("on_exception"):
+        for record, function, arguments in self._table("on_exception"):
             try:
-                function(*[self.kwargs[name] for name in argnames])
+                function(*arguments(self.kwargs))
             except Exception:  # noqa: BLE001 - teardown must reach every plugin
                 logger.exception(
                     "Plugin %s failed in on_exception while handling %r; continuing.",
@@ -186,13 +186,13 @@ class HookDispatcher:
         kwargs = self.kwargs
         copied = COPIED_ARGS.get(hook)
         original = kwargs[copied] if copied else None
-        for record, function, argnames in impls:
+        for record, function, arguments in impls:
             if record.disabled_reason is not None:
                 continue  # switched off earlier in this same event
             if copied:
                 kwargs[copied] = dict(original)
             try:
-                result = function(*[kwargs[name] for name in argnames])
+                result = function(*arguments(kwargs))
             except Exception as exc:
                 self._handle_fault(record, hook, exc)
                 continue
@@ -248,7 +248,7 @@ class HookDispatcher:
                 function = _traced(function, hook, record.label)
             if record.nonblocking:
                 function = self._queued(record, hook, function)
-            rows.append((record, function, tuple(impl.argnames)))
+            rows.append((record, function, argument_getter(tuple(impl.argnames))))
         table = self._tables[hook] = tuple(rows)
         return table
 
