@@ -1,0 +1,54 @@
+"""dvclive writes into the working directory (dvc.yaml, its default ./dvclive): every test runs in
+its own temporary directory, with dvc's analytics and DVC Studio switched off for the session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["hooktrain.testing"]
+
+OFFLINE = {
+    "DVC_NO_ANALYTICS": "1",       # dvc's usage analytics
+    "DVC_STUDIO_OFFLINE": "1",     # never post live metrics to DVC Studio
+    "DVCLIVE_LOGLEVEL": "WARNING",
+    # git identity for the test repositories' commits, whatever the machine's git config says
+    "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@localhost",
+    "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@localhost",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_environment():
+    saved = {key: os.environ.get(key) for key in OFFLINE}
+    os.environ.update(OFFLINE)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("HF_DVCLIVE_LOG_MODEL", raising=False)
+    monkeypatch.delenv("DVCLIVE_RESUME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def dvc_repo(tmp_path: Path) -> Path:
+    """``git init``, ``dvc init`` and one commit in ``tmp_path`` (artifacts need a DVC repo)."""
+    from dvc.repo import Repo
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    Repo.init(str(tmp_path)).close()
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "commit", "-qm", "init"], cwd=tmp_path, check=True)
+    return tmp_path
