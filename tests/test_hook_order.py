@@ -25,7 +25,7 @@ from hooktrain.testing import HookRecorder, RegressionDataset, TinyRegressor, ti
 # ---- helpers -----------------------------------------------------------------------------
 
 #: Events whose dict argument is part of the trace, and the argument's name.
-KEYED = {"on_log": "logs", "on_evaluate": "metrics", "on_predict": "metrics"}
+KEYED = {"on_pre_log": "logs", "on_log": "logs", "on_evaluate": "metrics", "on_predict": "metrics"}
 
 TRAIN_LOG = ("epoch", "grad_norm", "learning_rate", "loss")
 EVAL = ("epoch", "eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
@@ -121,6 +121,7 @@ def test_reference_trace_accumulation_log_eval_save_then_predict(run_training):
         ("on_pre_optimizer_step", 1, 0.4, "-"),
         ("on_optimizer_step", 1, 0.4, "-"),
         ("on_step_end", 2, 0.8, "L"),
+        ("on_pre_log", 2, 0.8, "L", TRAIN_LOG),
         ("on_log", 2, 0.8, "-", TRAIN_LOG),
         ("on_step_begin", 2, 0.8, "-"),  # a 1-micro-batch group: no on_substep_end
         ("on_pre_optimizer_step", 2, 0.8, "-"),
@@ -128,6 +129,7 @@ def test_reference_trace_accumulation_log_eval_save_then_predict(run_training):
         ("on_step_end", 3, 1.0, "ES"),
         ("on_prediction_step", 3, 1.0, "ES"),
         ("on_prediction_step", 3, 1.0, "ES"),
+        ("on_pre_log", 3, 1.0, "ES", EVAL),
         ("on_log", 3, 1.0, "ES", EVAL),
         ("on_evaluate", 3, 1.0, "S", EVAL),
         ("on_save", 3, 1.0, "-"),
@@ -139,6 +141,7 @@ def test_reference_trace_accumulation_log_eval_save_then_predict(run_training):
         ("on_pre_optimizer_step", 3, 1.0, "-"),
         ("on_optimizer_step", 3, 1.0, "-"),
         ("on_step_end", 4, 1.4, "L"),
+        ("on_pre_log", 4, 1.4, "L", TRAIN_LOG),
         ("on_log", 4, 1.4, "-", TRAIN_LOG),
         ("on_step_begin", 4, 1.4, "-"),
         ("on_substep_end", 4, 1.4, "-"),
@@ -149,13 +152,16 @@ def test_reference_trace_accumulation_log_eval_save_then_predict(run_training):
         ("on_pre_optimizer_step", 5, 1.8, "-"),
         ("on_optimizer_step", 5, 1.8, "-"),
         ("on_step_end", 6, 2.0, "LEST"),  # last step: log, evaluate, forced save, stop
+        ("on_pre_log", 6, 2.0, "LEST", TRAIN_LOG),
         ("on_log", 6, 2.0, "EST", TRAIN_LOG),
         ("on_prediction_step", 6, 2.0, "EST"),
         ("on_prediction_step", 6, 2.0, "EST"),
+        ("on_pre_log", 6, 2.0, "EST", EVAL),
         ("on_log", 6, 2.0, "EST", EVAL),
         ("on_evaluate", 6, 2.0, "ST", EVAL),
         ("on_save", 6, 2.0, "T"),
         ("on_epoch_end", 6, 2.0, "T"),
+        ("on_pre_log", 6, 2.0, "T", SUMMARY),
         ("on_log", 6, 2.0, "T", SUMMARY),
         ("on_train_end", 6, 2.0, "T"),
         # predict(): should_training_stop stays set after train() (HF §1.6); no on_log
@@ -186,9 +192,11 @@ def test_epoch_strategies_log_evaluate_save_at_epoch_end(tmp_path, hook_recorder
         *update(0, 0, 0.5),
         *update(1, 0.5, 1.0),  # nothing at step level
         ("on_epoch_end", 2, 1.0, "LES"),
+        ("on_pre_log", 2, 1.0, "LES", TRAIN_LOG),
         ("on_log", 2, 1.0, "ES", TRAIN_LOG),
         ("on_prediction_step", 2, 1.0, "ES"),
         ("on_prediction_step", 2, 1.0, "ES"),
+        ("on_pre_log", 2, 1.0, "ES", EVAL),
         ("on_log", 2, 1.0, "ES", EVAL),
         ("on_evaluate", 2, 1.0, "S", EVAL),
         ("on_save", 2, 1.0, "-"),
@@ -196,12 +204,15 @@ def test_epoch_strategies_log_evaluate_save_at_epoch_end(tmp_path, hook_recorder
         *update(2, 1.0, 1.5),
         *update(3, 1.5, 2.0, "T"),  # epoch strategies: no forced evaluation or save
         ("on_epoch_end", 4, 2.0, "LEST"),
+        ("on_pre_log", 4, 2.0, "LEST", TRAIN_LOG),
         ("on_log", 4, 2.0, "EST", TRAIN_LOG),
         ("on_prediction_step", 4, 2.0, "EST"),
         ("on_prediction_step", 4, 2.0, "EST"),
+        ("on_pre_log", 4, 2.0, "EST", EVAL),
         ("on_log", 4, 2.0, "EST", EVAL),
         ("on_evaluate", 4, 2.0, "ST", EVAL),
         ("on_save", 4, 2.0, "T"),
+        ("on_pre_log", 4, 2.0, "T", SUMMARY),
         ("on_log", 4, 2.0, "T", SUMMARY),
         ("on_train_end", 4, 2.0, "T"),
     ]
@@ -226,26 +237,33 @@ def test_fractional_steps_and_logging_first_step(tmp_path, hook_recorder):
         ("on_train_begin", 0, 0, "-"),
         ("on_epoch_begin", 0, 0, "-"),
         *update(0, 0, 0.33, "L"),  # logging_first_step
+        ("on_pre_log", 1, 0.33, "L", TRAIN_LOG),
         ("on_log", 1, 0.33, "-", TRAIN_LOG),
         *update(1, 0.33, 0.67, "L"),
+        ("on_pre_log", 2, 0.67, "L", TRAIN_LOG),
         ("on_log", 2, 0.67, "-", TRAIN_LOG),
         *update(2, 0.67, 1.0, "ES"),
         ("on_prediction_step", 3, 1.0, "ES"),
+        ("on_pre_log", 3, 1.0, "ES", EVAL),
         ("on_log", 3, 1.0, "ES", EVAL),
         ("on_evaluate", 3, 1.0, "S", EVAL),
         ("on_save", 3, 1.0, "-"),
         ("on_epoch_end", 3, 1.0, "-"),
         ("on_epoch_begin", 3, 1.0, "-"),
         *update(3, 1.0, 1.33, "L"),
+        ("on_pre_log", 4, 1.33, "L", TRAIN_LOG),
         ("on_log", 4, 1.33, "-", TRAIN_LOG),
         *update(4, 1.33, 1.67),
         *update(5, 1.67, 2.0, "LEST"),
+        ("on_pre_log", 6, 2.0, "LEST", TRAIN_LOG),
         ("on_log", 6, 2.0, "EST", TRAIN_LOG),
         ("on_prediction_step", 6, 2.0, "EST"),
+        ("on_pre_log", 6, 2.0, "EST", EVAL),
         ("on_log", 6, 2.0, "EST", EVAL),
         ("on_evaluate", 6, 2.0, "ST", EVAL),
         ("on_save", 6, 2.0, "T"),
         ("on_epoch_end", 6, 2.0, "T"),
+        ("on_pre_log", 6, 2.0, "T", SUMMARY),
         ("on_log", 6, 2.0, "T", SUMMARY),
         ("on_train_end", 6, 2.0, "T"),
     ]
@@ -267,6 +285,7 @@ def test_eval_on_start_evaluates_before_the_first_epoch(tmp_path, hook_recorder)
         ("on_init_end", 0, 0, "-"),
         ("on_train_begin", 0, 0, "-"),
         ("on_prediction_step", 0, 0, "-"),  # eval_on_start
+        ("on_pre_log", 0, 0, "-", EVAL),
         ("on_log", 0, 0, "-", EVAL),
         ("on_evaluate", 0, 0, "-", EVAL),
         ("on_epoch_begin", 0, 0, "-"),
@@ -274,8 +293,10 @@ def test_eval_on_start_evaluates_before_the_first_epoch(tmp_path, hook_recorder)
         *update(1, 0.5, 1.0, "T"),
         ("on_epoch_end", 2, 1.0, "ET"),
         ("on_prediction_step", 2, 1.0, "ET"),
+        ("on_pre_log", 2, 1.0, "ET", EVAL),
         ("on_log", 2, 1.0, "ET", EVAL),
         ("on_evaluate", 2, 1.0, "T", EVAL),
+        ("on_pre_log", 2, 1.0, "T", SUMMARY),
         ("on_log", 2, 1.0, "T", SUMMARY),
         ("on_train_end", 2, 1.0, "T"),
     ]
@@ -303,6 +324,7 @@ def test_early_stopping_ends_the_run_after_the_triggering_evaluation(tmp_path, h
         *update(1, 0.25, 0.5),
         *update(2, 0.5, 0.75, "E"),
         ("on_prediction_step", 3, 0.75, "E"),
+        ("on_pre_log", 3, 0.75, "E", EVAL),
         ("on_log", 3, 0.75, "E", EVAL),
         ("on_evaluate", 3, 0.75, "-", EVAL),  # first evaluation sets the best metric
         *update(3, 0.75, 1.0),
@@ -311,9 +333,11 @@ def test_early_stopping_ends_the_run_after_the_triggering_evaluation(tmp_path, h
         *update(4, 1.0, 1.25),
         *update(5, 1.25, 1.5, "E"),
         ("on_prediction_step", 6, 1.5, "E"),
+        ("on_pre_log", 6, 1.5, "E", EVAL),
         ("on_log", 6, 1.5, "E", EVAL),
         ("on_evaluate", 6, 1.5, "T", EVAL),  # no improvement: patience exhausted
         ("on_epoch_end", 6, 1.5, "T"),  # the epoch is cut short ...
+        ("on_pre_log", 6, 1.5, "T", SUMMARY),
         ("on_log", 6, 1.5, "T", SUMMARY),  # ... and no further epoch begins
         ("on_train_end", 6, 1.5, "T"),
     ]
@@ -343,6 +367,7 @@ def test_should_epoch_stop_ends_only_the_current_epoch(tmp_path, hook_recorder):
         *update(3, 1.5, 1.75),
         *update(4, 1.75, 2.0),
         ("on_epoch_end", 5, 2.0, "-"),  # the epochs ran out before max_steps (8): no stop flag
+        ("on_pre_log", 5, 2.0, "-", SUMMARY),
         ("on_log", 5, 2.0, "-", SUMMARY),
         ("on_train_end", 5, 2.0, "-"),
     ]
@@ -367,6 +392,7 @@ def test_stop_requested_at_a_substep_skips_the_optimizer_step(tmp_path, hook_rec
         ("on_step_begin", 0, 0, "-"),
         ("on_substep_end", 0, 0, "T"),
         ("on_epoch_end", 0, 0, "T"),
+        ("on_pre_log", 0, 0, "T", SUMMARY),
         ("on_log", 0, 0, "T", SUMMARY),
         ("on_train_end", 0, 0, "T"),
     ]
@@ -384,6 +410,7 @@ def test_evaluate_alone(tmp_path, hook_recorder):
         ("on_init_end", 0, 0, "-"),
         ("on_prediction_step", 0, 0, "-"),
         ("on_prediction_step", 0, 0, "-"),
+        ("on_pre_log", 0, 0, "-", EVAL),
         ("on_log", 0, 0, "-", EVAL),
         ("on_evaluate", 0, 0, "-", EVAL),
     ]
@@ -417,10 +444,12 @@ def test_two_eval_datasets_log_and_evaluate_once_each(tmp_path, hook_recorder):
         ("on_init_end", 0, 0, "-"),
         ("on_prediction_step", 0, 0, "-"),
         ("on_prediction_step", 0, 0, "-"),
+        ("on_pre_log", 0, 0, "-", eval_keys("eval_a")),
         ("on_log", 0, 0, "-", eval_keys("eval_a")),
         ("on_evaluate", 0, 0, "-", eval_keys("eval_a")),
         ("on_prediction_step", 0, 0, "-"),
         ("on_prediction_step", 0, 0, "-"),
+        ("on_pre_log", 0, 0, "-", eval_keys("eval_b")),
         ("on_log", 0, 0, "-", eval_keys("eval_b")),
         ("on_evaluate", 0, 0, "-", eval_keys("eval_b")),
     ]
@@ -443,16 +472,20 @@ def test_two_eval_datasets_during_training(tmp_path, hook_recorder):
         ("on_epoch_begin", 0, 0, "-"),
         *update(0, 0, 0.5),
         *update(1, 0.5, 1.0, "LET"),
+        ("on_pre_log", 2, 1.0, "LET", TRAIN_LOG),
         ("on_log", 2, 1.0, "ET", TRAIN_LOG),
         ("on_prediction_step", 2, 1.0, "ET"),
         ("on_prediction_step", 2, 1.0, "ET"),
+        ("on_pre_log", 2, 1.0, "ET", eval_keys("eval_a")),
         ("on_log", 2, 1.0, "ET", eval_keys("eval_a")),
         ("on_evaluate", 2, 1.0, "T", eval_keys("eval_a")),
         ("on_prediction_step", 2, 1.0, "T"),
         ("on_prediction_step", 2, 1.0, "T"),
+        ("on_pre_log", 2, 1.0, "T", eval_keys("eval_b")),
         ("on_log", 2, 1.0, "T", eval_keys("eval_b")),
         ("on_evaluate", 2, 1.0, "T", eval_keys("eval_b")),
         ("on_epoch_end", 2, 1.0, "T"),
+        ("on_pre_log", 2, 1.0, "T", SUMMARY),
         ("on_log", 2, 1.0, "T", SUMMARY),
         ("on_train_end", 2, 1.0, "T"),
     ]
@@ -485,15 +518,18 @@ def test_resume_newest_checkpoint_with_larger_max_steps(tmp_path):
         ("on_epoch_begin", 6, 1.5, "-"),
         *update(6, 1.5, 1.75),
         *update(7, 1.75, 2.0, "L"),
+        ("on_pre_log", 8, 2.0, "L", TRAIN_LOG),
         ("on_log", 8, 2.0, "-", TRAIN_LOG),
         ("on_epoch_end", 8, 2.0, "-"),
         ("on_epoch_begin", 8, 2.0, "-"),
         *update(8, 2.0, 2.25, "S"),
         ("on_save", 9, 2.25, "-"),
         *update(9, 2.25, 2.5, "LST"),
+        ("on_pre_log", 10, 2.5, "LST", TRAIN_LOG),
         ("on_log", 10, 2.5, "ST", TRAIN_LOG),
         ("on_save", 10, 2.5, "T"),
         ("on_epoch_end", 10, 2.5, "T"),
+        ("on_pre_log", 10, 2.5, "T", SUMMARY),
         ("on_log", 10, 2.5, "T", SUMMARY),
         ("on_train_end", 10, 2.5, "T"),
     ]
@@ -522,9 +558,11 @@ def test_resume_middle_checkpoint_under_accumulation(tmp_path):
         ("on_epoch_begin", 4, 1.4, "-"),
         *update(4, 1.4, 1.8, micro_batches=2),
         *update(5, 1.8, 2.0, "LST"),
+        ("on_pre_log", 6, 2.0, "LST", TRAIN_LOG),
         ("on_log", 6, 2.0, "ST", TRAIN_LOG),
         ("on_save", 6, 2.0, "T"),
         ("on_epoch_end", 6, 2.0, "T"),
+        ("on_pre_log", 6, 2.0, "T", SUMMARY),
         ("on_log", 6, 2.0, "T", SUMMARY),
         ("on_train_end", 6, 2.0, "T"),
     ]
@@ -542,7 +580,8 @@ def test_resume_a_finished_run_fires_no_step_events(tmp_path):
     output = make_trainer(tmp_path, recorder, **schedule).train(resume_from_checkpoint=True)
 
     assert recorder.events == [
-        "on_init_end", "on_load_checkpoint", "on_train_begin", "on_log", "on_train_end",
+        "on_init_end", "on_load_checkpoint", "on_train_begin", "on_pre_log", "on_log",
+        "on_train_end",
     ]
     assert tuple(sorted(recorder.of("on_log")[0].payload["logs"])) == SUMMARY
     assert output.global_step == 6
@@ -559,9 +598,9 @@ def test_eval_on_start_also_evaluates_a_resumed_run(tmp_path):
                            eval_steps=4, eval_on_start=True, **schedule)
     trainer.train(resume_from_checkpoint=True)
 
-    assert recorder.events[:8] == [
+    assert recorder.events[:9] == [
         "on_init_end", "on_load_checkpoint", "on_train_begin",
-        "on_prediction_step", "on_prediction_step", "on_log", "on_evaluate",
+        "on_prediction_step", "on_prediction_step", "on_pre_log", "on_log", "on_evaluate",
         "on_epoch_begin",
     ]
 

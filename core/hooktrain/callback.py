@@ -74,5 +74,8 @@ class TrainerCallback:
     def on_load_checkpoint(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):  # noqa: E501
         """After a checkpoint was restored (``checkpoint_dir`` in kwargs), before ``on_train_begin``."""
 
+    def on_pre_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):  # noqa: E501
+        """Before a log is recorded (``logs`` in kwargs); return a dict of values to add to it."""
+
     def on_exception(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):  # noqa: E501
         """``train``/``evaluate``/``predict`` raised (``exception`` in kwargs); it propagates after."""

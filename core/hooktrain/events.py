@@ -28,6 +28,7 @@ EVENT_NAMES: tuple[str, ...] = tuple(EXTRA_ARGS)
 
 #: Extra arguments HF passes to a ``TrainerCallback``; hooktrain's additions are left out.
 HF_EXTRA_ARGS: dict[str, tuple[str, ...]] = {
+    "on_pre_log": ("logs",),
     "on_log": ("logs",),
     "on_evaluate": ("metrics",),
     "on_predict": ("metrics",),
@@ -36,7 +37,7 @@ HF_EXTRA_ARGS: dict[str, tuple[str, ...]] = {
 }
 
 #: Hooks whose dict argument is copied for each plugin so no plugin sees another's edits.
-COPIED_ARGS: dict[str, str] = {"on_log": "logs", "on_evaluate": "metrics", "on_predict": "metrics"}
+COPIED_ARGS: dict[str, str] = {"on_pre_log": "logs", "on_log": "logs", "on_evaluate": "metrics", "on_predict": "metrics"}
 
 
 def forwarding_function(

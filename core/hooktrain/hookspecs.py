@@ -14,7 +14,7 @@ Where each event fires (``GA`` = ``gradient_accumulation_steps``)::
           clip gradients                           on_pre_optimizer_step
           optimizer.step()                         on_optimizer_step
           scheduler.step(); zero_grad; step += 1   on_step_end(loss)
-          if should_log:        log()              on_log(logs)
+          if should_log:        log()              on_pre_log(logs)  on_log(logs)
           if should_evaluate:   evaluate()         on_prediction_step*  on_log  on_evaluate(metrics)
           if should_save:       save checkpoint    on_save(checkpoint_dir)
           stop if should_epoch_stop / should_training_stop
@@ -211,6 +211,28 @@ def on_epoch_end(
 # --------------------------------------------------------------------------------------------
 # Logging, evaluation and checkpoint hooks
 # --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def on_pre_log(
+    args: TrainingArguments, state: TrainerState, control: TrainerControl, model: Any,
+    processing_class: Any, optimizer: Any, lr_scheduler: Any, train_dataloader: Any,
+    eval_dataloader: Any, logs: dict[str, Any],
+) -> dict[str, float] | None:
+    """Before :meth:`Trainer.log` records an entry: a plugin may add values to it.
+
+    Fires right before every ``on_log``, with the flags as they are before ``on_log`` clears
+    ``should_log``. The dicts the implementations return are merged into the entry, so
+    ``state.log_history``, every ``on_log`` and what ``train()`` / ``evaluate()`` return all see
+    them; a returned key that is already in the log is ignored with a warning. A non-blocking
+    plugin cannot add values (its return arrives too late).
+
+    :param logs: this plugin's own copy of what is about to be logged (with ``epoch``).
+    :returns: values to add (``{"emissions_kg": 0.002}``), or ``None``.
+
+    Use in plugins: measurements other plugins should record (energy, emissions, throughput).
+    hooktrain addition.
+    """
 
 
 @hookspec

@@ -303,11 +303,11 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
     # ---- logging -------------------------------------------------------------------------
 
     def log(self, logs: dict[str, Any], start_time: float | None = None) -> None:
-        """Record ``logs`` (with ``epoch``) in ``state.log_history`` and fire ``on_log``."""
-        for key, value in logs.items():
-            if isinstance(value, (torch.Tensor, np.generic)):
-                logs[key] = value.item()
+        """Record ``logs`` (with ``epoch`` and what ``on_pre_log`` adds) in ``state.log_history``
+        and fire ``on_log``."""
         logs["epoch"] = self.state.epoch
+        _plain_values(logs)
+        logs.update(_plain_values(self.callback_handler.on_pre_log(logs)))
         self.state.log_history.append({**logs, "step": self.state.global_step})
         self.callback_handler.on_log(logs)
 
@@ -341,3 +341,11 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
             return contextlib.nullcontext
         device_type = self.device.type
         return lambda: torch.autocast(device_type, dtype=dtype)
+
+
+def _plain_values(logs: dict[str, Any]) -> dict[str, Any]:
+    """Tensors and numpy scalars in ``logs`` become Python numbers, in place (HF #10299)."""
+    for key, value in logs.items():
+        if isinstance(value, (torch.Tensor, np.generic)):
+            logs[key] = value.item()
+    return logs

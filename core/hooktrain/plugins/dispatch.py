@@ -59,6 +59,7 @@ class HookDispatcher:
         self._tables: dict[str, tuple[_Impl, ...]] = {}
         self._trace = os.environ.get("HOOKTRAIN_TRACE_PLUGINS", "") not in ("", "0")
         self._workers: dict[str, BackgroundWorker] = {}
+        self._additions: dict[str, Any] = {}
         self._background_errors: list[tuple[PluginRecord, str, BaseException]] = []
         manager.add_change_listener(self._tables.clear)
 
@@ -120,6 +121,14 @@ class HookDispatcher:
 
     def on_epoch_end(self) -> None:
         self._fire("on_epoch_end")
+
+    def on_pre_log(self, logs: dict[str, Any]) -> dict[str, Any]:
+        """Values plugins add to a log about to be recorded (merged in plugin order)."""
+        self.kwargs["logs"] = logs
+        self._additions = {}
+        self._fire("on_pre_log")
+        additions, self._additions = self._additions, {}
+        return additions
 
     def on_log(self, logs: dict[str, Any]) -> None:
         self.control.should_log = False
@@ -196,10 +205,23 @@ class HookDispatcher:
             except Exception as exc:
                 self._handle_fault(record, hook, exc)
                 continue
-            if result is not None and isinstance(result, TrainerControl):
-                kwargs["control"] = result
+            if result is not None:
+                if isinstance(result, TrainerControl):
+                    kwargs["control"] = result
+                elif hook == "on_pre_log" and isinstance(result, dict):
+                    self._add_log_values(record, result, original)
         if copied:
             kwargs[copied] = original
+
+    def _add_log_values(
+        self, record: PluginRecord, values: dict[str, Any], logs: dict[str, Any]
+    ) -> None:
+        for key, value in values.items():
+            if key in logs or key in self._additions:
+                logger.warning("Plugin %s tried to add %r to a log that already has it; "
+                               "the value is ignored.", record.label, key)
+            else:
+                self._additions[key] = value
 
     def _handle_fault(self, record: PluginRecord, hook: str, exc: Exception) -> None:
         if not record.isolated or self.plugin_errors == "raise":
