@@ -24,9 +24,9 @@ class ExportableState:
     """
 
     def state(self) -> dict[str, Any]:
-        raise NotImplementedError(
+        raise TypeError(
             f"{type(self).__name__} subclasses ExportableState but does not define state(); "
-            "return {'args': {...}, 'attributes': {...}}"
+            "return {'args': {...}, 'attributes': {...}} from it"
         )
 
     @classmethod

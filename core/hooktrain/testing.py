@@ -169,6 +169,26 @@ def run_training(
     return TrainingRun(trainer, output, recorder)
 
 
+def logged_series(
+    log_history: list[dict[str, Any]], name: Any = None
+) -> dict[str, list[tuple[int, float]]]:
+    """Every numeric value of ``log_history`` as ``{metric: [(step, value), ...]}``.
+
+    What a logging plugin should have written, to compare with what its backend read back.
+    ``name`` maps a log key to the backend's metric name; default HF's ``rewrite_key``
+    (``eval_loss`` -> ``eval/loss``, ``loss`` -> ``train/loss``).
+    """
+    from hooktrain.integration import rewrite_key
+
+    rename = name or rewrite_key
+    series: dict[str, list[tuple[int, float]]] = {}
+    for entry in log_history:
+        for key, value in entry.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                series.setdefault(rename(key), []).append((entry["step"], float(value)))
+    return series
+
+
 def expected_steps(train_size: int, batch_size: int, epochs: int, accumulation: int = 1) -> int:
     """Optimizer steps a run makes (HF's rule: the last short group still steps)."""
     return math.ceil(math.ceil(train_size / batch_size) / accumulation) * epochs

@@ -14,19 +14,9 @@ import pytest
 from eventfiles import read_log_dir
 
 from hooktrain import TrainerCallback
-from hooktrain.integration import rewrite_key
-from hooktrain.testing import run_training
+from hooktrain.testing import logged_series, run_training
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def scalars_from_history(log_history: list[dict]) -> dict[str, list[tuple[int, float]]]:
-    expected: dict[str, list[tuple[int, float]]] = {}
-    for entry in log_history:
-        for key, value in entry.items():
-            if key != "step" and isinstance(value, (int, float)):
-                expected.setdefault(rewrite_key(key), []).append((entry["step"], float(value)))
-    return expected
 
 
 def test_scalars_match_the_log_history(tmp_path: Path) -> None:
@@ -34,7 +24,7 @@ def test_scalars_match_the_log_history(tmp_path: Path) -> None:
                        eval_strategy="steps", eval_steps=4, logging_steps=2)
     log = read_log_dir(tmp_path / "out" / "runs" / "out")
 
-    expected = scalars_from_history(run.trainer.state.log_history)
+    expected = logged_series(run.trainer.state.log_history)
     assert set(log.scalars) == set(expected)
     for tag, points in expected.items():
         steps = [step for step, _ in log.scalars[tag]]
