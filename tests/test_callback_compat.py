@@ -461,3 +461,25 @@ def test_hf_style_logging_callback_runs_unchanged(tmp_path, caplog):
         output = trainer.train()
     assert callback.losses == [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert "total_flos" in output.metrics
+
+
+def test_hf_trainer_conveniences(tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    from hooktrain import Trainer
+    from hooktrain.state import TrainerState
+    from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
+
+    trainer = Trainer(TinyRegressor(), tiny_args(tmp_path / "out", max_steps=2),
+                      train_dataset=RegressionDataset(8))
+    trainer.train()
+    trainer.save_model(str(tmp_path / "final"))
+    saved = load_file(tmp_path / "final" / "model.safetensors")
+    assert all(torch.equal(saved[k], v) for k, v in trainer.model.state_dict().items())
+    trainer.save_state()
+    state = TrainerState.load_from_json(tmp_path / "out" / "trainer_state.json")
+    assert state.global_step == 2
+    assert trainer.is_world_process_zero() and trainer.is_local_process_zero()
+    names = [type(c).__name__ for c in trainer.callback_handler.callbacks]
+    assert names == ["DefaultFlowCallback", "PrinterCallback"]
+    assert trainer.callback_handler.callback_list == "DefaultFlowCallback\nPrinterCallback"

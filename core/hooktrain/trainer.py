@@ -13,6 +13,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -310,6 +311,30 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
         logs.update(_plain_values(self.callback_handler.on_pre_log(logs)))
         self.state.log_history.append({**logs, "step": self.state.global_step})
         self.callback_handler.on_log(logs)
+
+    # ---- HF conveniences ------------------------------------------------------------------
+
+    def is_world_process_zero(self) -> bool:
+        return self.args.process_index == 0
+
+    def is_local_process_zero(self) -> bool:
+        return self.args.local_process_index == 0
+
+    def save_model(self, output_dir: str | None = None) -> None:
+        """Write the model (``model.safetensors``, ``config.json`` when it has a config) to
+        ``output_dir`` (default ``args.output_dir``), on the main process."""
+        from hooktrain.integration import save_model
+
+        if self.args.should_save:
+            save_model(self.model, output_dir or self.args.output_dir)
+        distributed.barrier()
+
+    def save_state(self) -> None:
+        """Write ``trainer_state.json`` into ``args.output_dir`` (HF's ``save_state``)."""
+        if self.args.should_save:
+            path = Path(self.args.output_dir)
+            path.mkdir(parents=True, exist_ok=True)
+            self.state.save_to_json(path / "trainer_state.json")
 
     # ---- data ----------------------------------------------------------------------------
 

@@ -274,6 +274,16 @@ class HookDispatcher:
         table = self._tables[hook] = tuple(rows)
         return table
 
+    @property
+    def callbacks(self) -> list[Any]:
+        """Every plugin object in dispatch order (HF's ``CallbackHandler.callbacks``)."""
+        return [record.plugin for record in self.manager.records()]
+
+    @property
+    def callback_list(self) -> str:
+        """Their class names, one per line (HF's ``CallbackHandler.callback_list``)."""
+        return "\n".join(type(plugin).__name__ for plugin in self.callbacks)
+
     def summary(self) -> str | None:
         """One line per plugin switched off during the run, or ``None``."""
         if not self.faults:
