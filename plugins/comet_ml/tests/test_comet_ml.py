@@ -71,7 +71,8 @@ def test_every_metric_at_every_step_equals_the_log_history(network_attempts, cap
     assert archive.meta["customer_error_reported"] is False and archive.meta["stop_time"]
     assert archive.assets == {}, "nothing is uploaded unless asked"
 
-    said = [r for r in caplog.records if "comet_ml" in r.getMessage()]
+    said = [r for r in caplog.records
+            if r.name == "hooktrain" and "comet_ml" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.WARNING
     assert "no Comet API key" in said[0].getMessage() and "offline" in said[0].getMessage()
     assert network_attempts == [], "offline, comet must not touch the network"
@@ -180,7 +181,8 @@ def test_offline_by_choice_says_nothing_alarming(monkeypatch, caplog) -> None:
     caplog.set_level(logging.INFO, logger="hooktrain")
     run_training(output_dir="out", report_to=["comet_ml"])
     assert only_archive().others["status"] == "finished"
-    said = [r for r in caplog.records if "comet_ml" in r.getMessage()]
+    said = [r for r in caplog.records
+            if r.name == "hooktrain" and "comet_ml" in r.getMessage()]
     assert [r.levelno for r in said] == [logging.INFO]
 
     monkeypatch.delenv("COMET_START_ONLINE")
@@ -220,7 +222,8 @@ def test_an_unreachable_server_costs_seconds_and_logs_offline(monkeypatch, caplo
     assert not faults(run)
     archive = only_archive()
     assert ours(archive.metrics) == metrics_from_history(run.trainer.state.log_history)
-    warnings = [r.getMessage() for r in caplog.records if "comet_ml" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == "hooktrain" and "comet_ml" in r.getMessage()]
     assert len(warnings) == 1 and "could not start an online experiment" in warnings[0]
 
 
