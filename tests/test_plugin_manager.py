@@ -20,7 +20,7 @@ from hooktrain import (
     hookimpl,
 )
 from hooktrain.errors import HookNameError, PluginError
-from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
+from hooktrain.testing import RegressionDataset, TinyRegressor, run_training, tiny_args
 
 
 def make_trainer(tmp_path, callbacks=(), **overrides):
@@ -413,3 +413,24 @@ def test_no_trace_without_the_variable(tmp_path, monkeypatch, capfd):
     capfd.readouterr()
     make_trainer(tmp_path, callbacks=[Traced()])
     assert "on_init_end" not in capfd.readouterr().err
+
+
+def test_a_plugin_holding_an_object_that_raises_on_attribute_access_registers(tmp_path) -> None:
+    """Library context objects (flytekit's) raise AssertionError for unknown attributes."""
+
+    class Touchy:
+        def __getattr__(self, name):
+            raise AssertionError(name)
+
+    class HoldsTouchy:
+        def __init__(self) -> None:
+            self.context = Touchy()
+            self.logs = 0
+
+        @hookimpl
+        def on_log(self):
+            self.logs += 1
+
+    plugin = HoldsTouchy()
+    run = run_training(output_dir=tmp_path, plugins=[plugin], logging_steps=4)
+    assert plugin.logs == len(run.trainer.state.log_history)

@@ -175,10 +175,11 @@ def instantiate(obj: Any, name: str, table: dict[str, Any]) -> Any:
 
 def hook_names(obj: Any) -> list[str]:
     """The hooks an entry point's object implements (marked with ``@hookimpl``)."""
+    from hooktrain.plugins.manager import attribute, is_hookimpl
+
     names = []
     for attr in dir(obj):
-        value = getattr(obj, attr, None)
-        if hasattr(value, f"{PROJECT_NAME}_impl"):
+        if is_hookimpl(attribute(obj, attr)):
             names.append(attr)
     return names
 

@@ -189,9 +189,26 @@ class _SecondRegistration:
 
     def __init__(self, plugin: object) -> None:
         for attr in dir(plugin):
-            value = getattr(plugin, attr, None)
-            if hasattr(value, f"{PROJECT_NAME}_impl"):
+            value = attribute(plugin, attr)
+            if is_hookimpl(value):
                 setattr(self, attr, value)
+
+
+def attribute(obj: object, name: str) -> Any:
+    """``getattr(obj, name, None)`` that survives attributes whose access raises anything.
+
+    Plugins may hold library objects (flytekit's context raises ``AssertionError`` for a
+    missing attribute); inspecting them must not break registration.
+    """
+    try:
+        return getattr(obj, name, None)
+    except Exception:  # noqa: BLE001 - any failure just means "not a hook"
+        return None
+
+
+def is_hookimpl(value: object) -> bool:
+    """Whether ``value`` carries the ``@hookimpl`` marker (safely, as :func:`attribute`)."""
+    return attribute(value, f"{PROJECT_NAME}_impl") is not None
 
 
 def default_band(plugin: object) -> Band:
@@ -212,12 +229,10 @@ def _describe(plugin: object) -> str:
 
 def _check_unmarked_hooks(plugin: Any, name: str) -> None:
     """An object with ``on_*`` methods but no ``@hookimpl`` at all is almost surely a mistake."""
-    marked = any(
-        hasattr(getattr(plugin, attr, None), f"{PROJECT_NAME}_impl") for attr in dir(plugin)
-    )
+    marked = any(is_hookimpl(attribute(plugin, attr)) for attr in dir(plugin))
     if marked:
         return
-    unmarked = [a for a in dir(plugin) if a in EVENT_NAMES and callable(getattr(plugin, a, None))]
+    unmarked = [a for a in dir(plugin) if a in EVENT_NAMES and callable(attribute(plugin, a))]
     if unmarked:
         raise PluginError(
             f"Plugin {name!r} defines {', '.join(unmarked)} but marks none with @hookimpl, so "
