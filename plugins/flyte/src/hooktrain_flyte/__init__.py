@@ -1,0 +1,253 @@
+"""Flyte for hooktrain: the log history as a task deck, checkpoints synced to the task's checkpoint.
+
+What HF's ``FlyteCallback`` promises, inside a Flyte ``@task``: every checkpoint the Trainer saves
+is copied to ``current_context().checkpoint`` (``sync_checkpoints``), so a retried task can
+resume from it, and at the end of training ``state.log_history`` becomes the "Log History" deck
+(``save_log_history``), next to a "Training Arguments" deck. A retried task gets the previous
+attempt's checkpoint back with :func:`restore_checkpoint`, before ``trainer.train``::
+
+    trainer.train(resume_from_checkpoint=restore_checkpoint(args.output_dir))
+
+Outside a Flyte task (no ``current_context().checkpoint``) the plugin switches itself off with
+one message per process. flytekit is never imported for that check: when nothing has imported it
+yet, no Flyte task is running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hooktrain import hookimpl
+from hooktrain.integration import run_config
+
+__all__ = ["FlytePlugin", "FlyteSettings", "restore_checkpoint"]
+
+logger = logging.getLogger("hooktrain")
+
+LOG_HISTORY_DECK = "Log History"
+ARGUMENTS_DECK = "Training Arguments"
+_said: set[str] = set()  # messages said once per process
+#: Task checkpoints restore_checkpoint has handled -> the directory it returned (or None).
+_restored: weakref.WeakKeyDictionary[Any, Path | None] = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class FlyteSettings:
+    """The ``[plugins.flyte]`` table (HF's ``FlyteCallback`` arguments; HF reads no variables)."""
+
+    #: Save ``state.log_history`` (and the training arguments) as decks of the task.
+    save_log_history: bool = True
+    #: Copy each checkpoint to the task's checkpoint (``current_context().checkpoint.save``).
+    sync_checkpoints: bool = True
+
+
+def _say_once(key: str, message: str, *args: Any) -> None:
+    if key not in _said:
+        _said.add(key)
+        logger.warning(message, *args)
+
+
+def _task_params() -> Any:
+    """The running Flyte task's ``ExecutionParameters`` (``current_context()``), else ``None``."""
+    if "flytekit" not in sys.modules:  # a Flyte task runs inside flytekit: none is running
+        return None
+    from flytekit.core.context_manager import FlyteContextManager
+
+    state = FlyteContextManager.current_context().execution_state
+    if state is None or state.mode is None or state.user_space_params is None:
+        return None
+    return state.user_space_params
+
+
+def _task_checkpoint(params: Any) -> Any:
+    try:
+        return params.checkpoint
+    except NotImplementedError:  # flytekit's "Checkpointing is not available" (old platforms)
+        return None
+
+
+def restore_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
+    """Put the previous attempt's checkpoint into ``output_dir`` as ``checkpoint-<step>``.
+
+    Call it in the task before ``trainer.train``: in a retried task it downloads the checkpoint
+    the failed attempt synced (``current_context().checkpoint.restore()``) and returns its
+    directory, for ``resume_from_checkpoint=`` (``True`` finds it too). Returns ``None`` when
+    there is nothing to resume: the first attempt, a previous attempt that saved no checkpoint,
+    or no Flyte task at all. An existing ``checkpoint-<step>`` of the same step is kept as it is.
+    Calling it again in the same task returns the same directory.
+    """
+    from hooktrain.checkpoint import PREFIX, TRAINER_STATE
+
+    params = _task_params()
+    checkpoint = _task_checkpoint(params) if params is not None else None
+    if checkpoint is None:
+        logger.info("flyte: no Flyte task checkpoint here; nothing to restore.")
+        return None
+    if checkpoint in _restored:
+        found = _restored[checkpoint]
+        return found if found is None or found.is_dir() else None
+    if not checkpoint.prev_exists():  # the first attempt
+        _restored[checkpoint] = None
+        return None
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".flyte-restore-", dir=output_dir))
+    try:
+        from flytekit.exceptions.user import FlyteDataNotFoundException
+
+        try:  # flytekit downloads once per task; task code may have called restore() itself
+            source = Path(checkpoint.restore(staging) or staging)
+        except FlyteDataNotFoundException:  # the previous attempt's location was never written
+            source = staging
+        if not any(source.iterdir()):
+            logger.warning("flyte: the previous attempt synced no checkpoint; starting afresh.")
+            _restored[checkpoint] = None
+            return None
+        try:
+            step = int(json.loads((source / TRAINER_STATE).read_text())["global_step"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("flyte: the task's previous checkpoint is not a hooktrain checkpoint "
+                           "(%s: %s); starting afresh.", TRAINER_STATE, exc)
+            _restored[checkpoint] = None
+            return None
+        target = output_dir / f"{PREFIX}-{step}"
+        if target.exists():
+            logger.info("flyte: %s exists already; keeping it.", target)
+        else:
+            if source == staging:
+                staging.rename(target)
+            else:  # flytekit's own download, which the task code may still use
+                shutil.copytree(source, target)
+            logger.info("flyte: restored the previous attempt's checkpoint to %s.", target)
+        _restored[checkpoint] = target
+        return target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+class _Task:
+    """The Flyte task a Trainer was built in: its ``ExecutionParameters`` and checkpoint.
+
+    Held here rather than as plugin attributes: ``ExecutionParameters`` answers any attribute it
+    lacks with an ``AssertionError``, which breaks ``hasattr`` probes of the plugin's attributes.
+    """
+
+    __slots__ = ("params", "checkpoint")
+
+    def __init__(self, params: Any) -> None:
+        self.params = params
+        self.checkpoint = _task_checkpoint(params)  # None when the platform gives none
+
+
+class FlytePlugin:
+    """Syncs checkpoints to the Flyte task's checkpoint and saves the log history as a deck."""
+
+    settings = FlyteSettings
+
+    def __init__(self, settings: FlyteSettings | None = None) -> None:
+        self.config = settings or FlyteSettings()
+        self._decks: dict[str, Any] = {}  # our Deck objects, replaced when written again
+        self._training = False
+        # Found once, here: the Trainer is built inside the task, on the task's thread (flytekit
+        # keeps its context per thread), and the hooks use what was found even off that thread.
+        params = _task_params()
+        self._task = _Task(params) if params is not None else None
+        if self._task is None:
+            _say_once("outside", "flyte: not inside a Flyte task (flytekit's current_context() "
+                      "has no task checkpoint), so the flyte plugin is off for this run; it syncs "
+                      "checkpoints and saves the Log History deck only inside an @task.")
+            return
+        if self._task.checkpoint is None and self.config.sync_checkpoints:
+            _say_once("no-checkpoint", "flyte: this Flyte task has no checkpoint location "
+                      "(the platform gives none); checkpoints are not synced.")
+        if self.config.save_log_history and not params.enable_deck:
+            _say_once("no-deck", "flyte: the task does not enable decks, so no Log History deck "
+                      "is saved; use @task(enable_deck=True).")
+
+    @property
+    def in_task(self) -> bool:
+        """Whether the Trainer was built inside a Flyte task (else every hook does nothing)."""
+        return self._task is not None
+
+    # ---- hooks ---------------------------------------------------------------------------
+
+    @hookimpl
+    def on_load_checkpoint(self, checkpoint_dir: Path) -> None:
+        # A resumed attempt's own checkpoint location is empty until its first save: fill it
+        # now, so a retry of this attempt still finds the checkpoint it resumed from.
+        self._sync(checkpoint_dir)
+
+    @hookimpl
+    def on_train_begin(self, state: Any) -> None:
+        self._training = True
+        cp = self._task.checkpoint if self._task is not None else None
+        if cp is not None and state.global_step == 0 and cp.prev_exists() and cp not in _restored:
+            logger.warning(
+                "flyte: this task attempt has a previous attempt's checkpoint, but training "
+                "starts from step 0. Resume from it with trainer.train(resume_from_checkpoint="
+                "hooktrain_flyte.restore_checkpoint(args.output_dir)).")
+
+    @hookimpl
+    def on_log(self, args: Any, state: Any, model: Any) -> None:
+        if not self._training:  # evaluate() before or after train(): the deck follows
+            self._write_decks(args, state, model)
+
+    @hookimpl
+    def on_save(self, checkpoint_dir: Path) -> None:
+        self._sync(checkpoint_dir)
+
+    @hookimpl
+    def on_train_end(self, args: Any, state: Any, model: Any) -> None:
+        self._training = False
+        self._write_decks(args, state, model)
+
+    @hookimpl
+    def on_exception(self, args: Any, state: Any, model: Any) -> None:
+        # Flyte renders the decks of a failed task too: the history up to the failure.
+        self._training = False
+        self._write_decks(args, state, model)
+
+    # ---- Flyte ---------------------------------------------------------------------------
+
+    def _sync(self, checkpoint_dir: Path) -> None:
+        if self._task and self._task.checkpoint is not None and self.config.sync_checkpoints:
+            logger.info("flyte: syncing %s to the task's checkpoint.", checkpoint_dir)
+            self._task.checkpoint.save(Path(checkpoint_dir))
+
+    def _write_decks(self, args: Any, state: Any, model: Any) -> None:
+        task = self._task
+        if task is None or not (self.config.save_log_history and task.params.enable_deck):
+            return
+        import pandas as pd
+        from flytekit import Deck
+        from flytekitplugins.deck.renderer import TableRenderer
+
+        history = state.log_history
+        columns = list(dict.fromkeys(key for entry in history for key in entry))
+        rows = [[_cell(entry[c]) if c in entry else "" for c in columns] for entry in history]
+        arguments = [[key, _cell(value)] for key, value in run_config(args, model).items()]
+        tables = {
+            LOG_HISTORY_DECK: pd.DataFrame(rows, columns=columns, dtype=object),
+            ARGUMENTS_DECK: pd.DataFrame(arguments, columns=["argument", "value"], dtype=object),
+        }
+        decks = task.params.decks  # the task's list, rendered when the task ends
+        for name, frame in tables.items():
+            old = self._decks.get(name)
+            if old is not None and old in decks:
+                decks.remove(old)
+            self._decks[name] = Deck(name, TableRenderer().to_html(frame), auto_add_to_deck=False)
+            decks.append(self._decks[name])
+
+
+def _cell(value: Any) -> Any:
+    """Floats in full (``repr``; pandas would round to 6 digits), everything else as it is."""
+    return repr(value) if isinstance(value, float) else value
