@@ -574,3 +574,17 @@ def test_load_best_model_at_end_with_loss(tmp_path):
     best_weights = load_file(str(Path(trainer.state.best_model_checkpoint) / "model.safetensors"))
     assert_same_weights(weights(trainer.model), best_weights, exact=True)
     assert trainer.evaluate()["eval_loss"] == pytest.approx(eval_losses[best_step], rel=1e-6)
+
+
+def test_a_second_train_call_trains_again_with_a_fresh_schedule(tmp_path) -> None:
+    from hooktrain import Trainer
+    from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
+
+    trainer = Trainer(TinyRegressor(), tiny_args(tmp_path, max_steps=4, logging_steps=1),
+                      train_dataset=RegressionDataset(16))
+    first = trainer.train()
+    weights = [p.detach().clone() for p in trainer.model.parameters()]
+    second = trainer.train()
+    assert first.global_step == second.global_step == 4
+    assert trainer.state.log_history[0]["learning_rate"] == pytest.approx(0.0075)  # 1e-2 * 3/4
+    assert any(not torch.equal(a, b) for a, b in zip(weights, trainer.model.parameters()))

@@ -98,6 +98,7 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
         self.optimizer, self.lr_scheduler = optimizers
         self.label_names = self.args.label_names or ["labels"]
         self.is_in_train = False
+        self._created_scheduler = False
         self._exception_depth = 0
         self._state = TrainerState()
 
@@ -256,8 +257,11 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
             self.model_wrapped = distributed.wrap(self.model, self.device)
         if self.optimizer is None:
             self.optimizer = create_optimizer(self.model, args)
-        if self.lr_scheduler is None:
+        if self.lr_scheduler is None or self._created_scheduler:
+            # A schedule the Trainer made is made anew for every train() (as HF does); one
+            # passed in ``optimizers`` is the user's to keep.
             self.lr_scheduler = create_scheduler(self.optimizer, args, max_steps)
+            self._created_scheduler = True
 
         self.state = TrainerState(train_batch_size=args.per_device_train_batch_size)
         self.state.compute_steps(args, max_steps)
@@ -274,6 +278,7 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
         self._globalstep_last_logged = 0
         self._last_grad_norm: Any = None
 
+        self.control.should_training_stop = False  # left set by an earlier train() (HF §1.6)
         checkpoint = self._resolve_resume(resume_from_checkpoint)
         if checkpoint is not None:
             self._load_checkpoint(checkpoint)
