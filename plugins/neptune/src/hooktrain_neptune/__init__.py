@@ -212,6 +212,10 @@ class NeptunePlugin:
         mode = self._mode()
         kwargs: dict[str, Any] = {**self.config.init_run, "mode": mode}
         kwargs.setdefault("name", self.config.name or args.run_name)
+        # neptune's stdout/stderr capture wraps sys.stdout; stacked with other libraries' wrappers
+        # (and a second run's) it recursed at interpreter exit. Opt in through init_run.
+        kwargs.setdefault("capture_stdout", False)
+        kwargs.setdefault("capture_stderr", False)
         if mode in ONLINE:
             kwargs.update(project=self.config.project, api_token=self.config.api_token)
         if self.sys_id and self.mode in ONLINE and mode in ONLINE:
