@@ -24,13 +24,16 @@ def decay_parameter_names(model: torch.nn.Module) -> set[str]:
 
 
 def create_optimizer(model: torch.nn.Module, args: TrainingArguments) -> torch.optim.Optimizer:
-    decay = decay_parameter_names(model)
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in params if n in decay], "weight_decay": args.weight_decay},
-        {"params": [p for n, p in params if n not in decay], "weight_decay": 0.0},
-    ]
-    groups = [g for g in groups if g["params"]]
+    if args.weight_decay:
+        decay = decay_parameter_names(model)
+        groups = [
+            {"params": [p for n, p in params if n in decay], "weight_decay": args.weight_decay},
+            {"params": [p for n, p in params if n not in decay], "weight_decay": 0.0},
+        ]
+        groups = [g for g in groups if g["params"]]
+    else:  # one group: two would cost a second fused kernel launch every step for nothing
+        groups = [{"params": [p for _, p in params], "weight_decay": 0.0}]
     if args.optim == "sgd":
         return torch.optim.SGD(groups, lr=args.learning_rate)
     kwargs = {"lr": args.learning_rate, "betas": (args.adam_beta1, args.adam_beta2),
