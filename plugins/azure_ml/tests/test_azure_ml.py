@@ -99,7 +99,7 @@ def expected_metrics(log_history: list[dict], name=rewrite_key) -> dict[str, lis
 
 
 def offline_said(caplog: pytest.LogCaptureFixture) -> int:
-    return sum(OFFLINE_SAID in r.getMessage() for r in caplog.records if r.name == "hooktrain")
+    return sum(OFFLINE_SAID in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain"))
 
 
 def the_plugin(trainer: Trainer):
@@ -176,7 +176,7 @@ def test_evaluate_before_and_after_train_log_to_the_same_run(capsys, caplog) -> 
     # train() starts a fresh log_history: the evaluation before it comes first on the run
     assert got.metrics == expected_metrics([{**before, "step": 0}, *trainer.state.log_history])
     assert offline_said(caplog) == 1
-    assert sum("'note'" in r.getMessage() for r in caplog.records) == 1, "warned once per key"
+    assert sum("'note'" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 1, "warned once per key"
 
 
 def test_a_failed_run_is_marked_failed(capsys) -> None:
@@ -247,7 +247,7 @@ def test_allow_offline_false_switches_the_plugin_off_with_one_warning(capsys, ca
                        eval_steps=2, plugin_settings={"azure_ml": {"allow_offline": False}})
     assert "Attempted" not in capsys.readouterr().out
     assert run.output.global_step == 8 and run.trainer.callback_handler.faults == []
-    warnings = [r.getMessage() for r in caplog.records if "azure_ml" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if "azure_ml" in r.getMessage()]
     assert len(warnings) == 1 and "allow_offline is false" in warnings[0]
     assert the_plugin(run.trainer).state_dict() == {}
 
@@ -327,7 +327,7 @@ def test_a_broken_stdout_mid_run_is_isolated(monkeypatch, caplog) -> None:
     faults = trainer.callback_handler.faults
     assert [(f.plugin.split()[0], f.hook) for f in faults] == [("azure_ml", "on_log")]
     assert "BrokenPipeError" in faults[0].error
-    assert sum("azure_ml" in r.getMessage() for r in caplog.records) == 1
+    assert sum("azure_ml" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 1
 
 
 # ---- installation and the online API -----------------------------------------------------------

@@ -260,7 +260,7 @@ def test_a_server_that_is_down_does_not_slow_training(monkeypatch, pki, token_fi
     assert run.output.global_step == 8
     assert run.trainer.callback_handler.faults == []
     assert plugin_of(run.trainer).wait(10)
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "could not post the training status" in warnings[0]
     assert "ConnectionRefusedError" in warnings[0]
 
@@ -275,7 +275,7 @@ def test_a_server_slower_than_the_timeout_costs_one_warning(
     start = time.monotonic()
     assert plugin_of(run.trainer).wait(5)
     assert time.monotonic() - start < 2 * 0.3 + 1.0  # in flight, then the final one: both bounded
-    messages = [(r.levelname, r.getMessage()) for r in caplog.records if "kubeflow" in r.getMessage()]
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("hooktrain") if "kubeflow" in r.getMessage()]
     assert [level for level, _ in messages] == ["WARNING", "INFO"], messages
     assert "TimeoutError" in messages[0][1] and "the final status" in messages[1][1]
 
@@ -290,7 +290,7 @@ def test_a_server_error_is_retried_with_the_latest_status(
     assert plugin_of(run.trainer).wait(10)
     assert run.trainer.callback_handler.faults == []
     assert len(server.received) >= 3 and server.received[-1].status["progressPercentage"] == 100
-    messages = [r.getMessage() for r in caplog.records if "kubeflow" in r.getMessage()]
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if "kubeflow" in r.getMessage()]
     assert sum("HTTP 503" in m for m in messages) == 1
     assert any("answers again" in m for m in messages)
 
@@ -367,7 +367,7 @@ def test_no_url_switches_the_plugin_off_with_one_warning(caplog, token_file, mon
     run = train()
     run.trainer.train()  # a second train(), and a second Trainer: no second warning
     train(output_dir="out2")
-    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "KUBEFLOW_TRAINER_SERVER_URL" in warnings[0], warnings
     assert run.trainer.callback_handler.faults == []
     assert plugin_of(run.trainer).wait(0)
@@ -381,7 +381,7 @@ def test_hfs_disable_variable_is_honoured(monkeypatch, pki, token_file, status_s
     run = train()
     time.sleep(3 * INTERVAL)
     assert server.received == [] and plugin_of(run.trainer).config.disabled is True
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [r for r in caplog.records if r.name.startswith("hooktrain") if r.levelno >= logging.WARNING]
 
 
 def test_installed_entry_point_and_report_to_all(caplog) -> None:
