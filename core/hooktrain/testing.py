@@ -17,7 +17,9 @@ train output and the recorder.
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,6 +197,57 @@ def expected_steps(train_size: int, batch_size: int, epochs: int, accumulation: 
 
 
 # ---- pytest plugin -------------------------------------------------------------------------
+
+
+def _loopback(host: Any) -> bool:
+    if host in ("localhost", "", None) or not isinstance(host, (str, bytes)):
+        return True
+    name = host.decode() if isinstance(host, bytes) else host
+    try:
+        return ipaddress.ip_address(name.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Refuse every connection and name lookup beyond the loopback; fail the test if any came.
+
+    Tracking libraries often swallow their own network errors, so a refused attempt would not
+    fail a test by itself: the attempts are collected (the fixture's value) and checked after
+    the test. Use it from a plugin's ``conftest.py`` with an autouse fixture that requests it.
+    """
+    attempts: list[str] = []
+    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
+    getaddrinfo = socket.getaddrinfo
+
+    def refuse(sock: socket.socket, address: Any) -> bool:
+        inet = sock.family in (socket.AF_INET, socket.AF_INET6)
+        if inet and isinstance(address, tuple) and not _loopback(address[0]):
+            attempts.append(f"connect {address}")
+            return True
+        return False
+
+    def guarded_connect(sock: socket.socket, address: Any) -> Any:
+        if refuse(sock, address):
+            raise ConnectionRefusedError(f"no network beyond 127.0.0.1 in tests: {address}")
+        return connect(sock, address)
+
+    def guarded_connect_ex(sock: socket.socket, address: Any) -> Any:
+        return 111 if refuse(sock, address) else connect_ex(sock, address)  # ECONNREFUSED
+
+    def guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _loopback(host):
+            attempts.append(f"lookup {host}")
+            raise socket.gaierror(socket.EAI_NONAME, f"no name lookups in tests: {host}")
+        return getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+    yield attempts
+    assert attempts == [], f"the test tried to reach the network: {attempts}"
+
 
 
 @pytest.fixture

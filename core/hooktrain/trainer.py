@@ -12,7 +12,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ from hooktrain.data import (
     default_collate,
     drop_columns,
     make_dataloader,
-    to_device,
     unused_columns,
 )
 from hooktrain.errors import ConfigError
@@ -34,7 +33,7 @@ from hooktrain import distributed
 from hooktrain.evaluation import EvaluationMixin
 from hooktrain.loop import TrainingLoopMixin
 from hooktrain.optim import create_optimizer, create_scheduler
-from hooktrain.outputs import TrainOutput, speed_metrics
+from hooktrain.outputs import TrainOutput
 from hooktrain.plugins import (
     Band,
     HookDispatcher,

@@ -25,7 +25,6 @@ from importlib import metadata
 from typing import Any
 
 from hooktrain.errors import PluginError
-from hooktrain.markers import PROJECT_NAME
 
 logger = logging.getLogger("hooktrain")
 
