@@ -17,9 +17,11 @@ train output and the recorder.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import math
 import socket
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,6 +198,26 @@ def expected_steps(train_size: int, batch_size: int, epochs: int, accumulation: 
     return math.ceil(math.ceil(train_size / batch_size) / accumulation) * epochs
 
 
+@contextlib.contextmanager
+def environment(set: Mapping[str, str] | None = None, unset: Iterable[str] = ()) -> Iterator[None]:
+    """Remove ``unset`` and set ``set`` in ``os.environ`` for the block, then restore both.
+
+    For a plugin's session-scoped conftest fixture that keeps a tracking library offline (the
+    function-scoped ``monkeypatch`` cannot serve a session)::
+
+        @pytest.fixture(scope="session", autouse=True)
+        def offline_environment():
+            with environment({"WANDB_MODE": "offline"}, unset=["WANDB_API_KEY"]):
+                yield
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        for name in unset:
+            patch.delenv(name, raising=False)
+        for name, value in (set or {}).items():
+            patch.setenv(name, value)
+        yield
+
+
 # ---- pytest plugin -------------------------------------------------------------------------
 
 
@@ -247,7 +269,6 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
     yield attempts
     assert attempts == [], f"the test tried to reach the network: {attempts}"
-
 
 
 @pytest.fixture

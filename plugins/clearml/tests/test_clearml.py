@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import socket
 import threading
 import time
@@ -357,7 +358,7 @@ def test_installed_entry_point_and_report_to_all() -> None:
 # ---- faults ----------------------------------------------------------------------------------
 
 
-def test_a_failing_backend_mid_run_is_isolated(tmp_path: Path, caplog) -> None:
+def test_a_failing_backend_mid_run_is_isolated(tmp_path: Path, caplog, monkeypatch) -> None:
     class BreakStorage(TrainerCallback):
         """After the step-4 upload, a file where the session's data directory was."""
 
@@ -367,6 +368,8 @@ def test_a_failing_backend_mid_run_is_isolated(tmp_path: Path, caplog) -> None:
                 shutil.rmtree(folder / "data")
                 (folder / "data").write_text("not a directory")
 
+    # clearml leaves the archive it zipped for a failed upload in the temporary directory
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     caplog.set_level(logging.ERROR, logger="hooktrain")
     run = run_training(output_dir="out", report_to=["clearml"], plugins=[BreakStorage()],
                        save_strategy="steps", save_steps=4,

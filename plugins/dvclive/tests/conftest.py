@@ -3,11 +3,12 @@ its own temporary directory, with dvc's analytics and DVC Studio switched off fo
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from hooktrain.testing import environment
 
 pytest_plugins = ["hooktrain.testing"]
 
@@ -24,14 +25,8 @@ OFFLINE = {
 
 @pytest.fixture(scope="session", autouse=True)
 def offline_environment():
-    saved = {key: os.environ.get(key) for key in OFFLINE}
-    os.environ.update(OFFLINE)
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with environment(OFFLINE):
+        yield
 
 
 @pytest.fixture(autouse=True)

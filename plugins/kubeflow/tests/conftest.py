@@ -3,11 +3,12 @@ servers it starts (status_server.py) listen on 127.0.0.1 and are stopped when it
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from status_server import TOKEN, Pki, StatusServer, check_body, make_pki, start
+
+from hooktrain.testing import environment
 
 pytest_plugins = ["hooktrain.testing"]
 
@@ -18,14 +19,8 @@ ENV = ("KUBEFLOW_TRAINER_SERVER_URL", "KUBEFLOW_TRAINER_SERVER_TOKEN",
 @pytest.fixture(scope="session", autouse=True)
 def no_proxy_for_localhost():
     """urllib honours *_proxy: never send the tests' 127.0.0.1 traffic through a proxy."""
-    saved = {key: os.environ.get(key) for key in ("NO_PROXY", "no_proxy")}
-    os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with environment({"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -4,10 +4,11 @@ machine's environment, so nothing ever tries the network."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+
+from hooktrain.testing import environment
 
 pytest_plugins = ["hooktrain.testing"]
 
@@ -22,16 +23,8 @@ OFFLINE = {
 
 @pytest.fixture(scope="session", autouse=True)
 def offline_environment():
-    saved = {key: os.environ.get(key) for key in (*ONLINE, *OFFLINE)}
-    for key in ONLINE:
-        os.environ.pop(key, None)
-    os.environ.update(OFFLINE)
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with environment(OFFLINE, unset=ONLINE):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -5,11 +5,11 @@ directory, where swanlab's default ``./swanlog`` then lands."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pytest
+
+from hooktrain.testing import environment
 
 pytest_plugins = ["hooktrain.testing"]
 
@@ -25,19 +25,10 @@ UNSET = ("SWANLAB_API_KEY", "SWANLAB_LOG_DIR", "SWANLAB_PROJECT", "SWANLAB_LOG_M
 
 
 @pytest.fixture(scope="session", autouse=True)
-def offline_environment():
-    root = tempfile.mkdtemp(prefix="hooktrain-swanlab-root-")
-    changes = {**OFFLINE, "SWANLAB_ROOT": root}
-    saved = {key: os.environ.get(key) for key in (*changes, *UNSET)}
-    os.environ.update(changes)
-    for key in UNSET:
-        os.environ.pop(key, None)
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+def offline_environment(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("swanlab-root")
+    with environment({**OFFLINE, "SWANLAB_ROOT": str(root)}, unset=UNSET):
+        yield
 
 
 @pytest.fixture(autouse=True)

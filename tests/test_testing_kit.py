@@ -1,0 +1,70 @@
+"""The parts of ``hooktrain.testing`` that plugin suites lean on to stay offline and tidy."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from hooktrain.testing import environment
+
+pytest_plugins = ["pytester"]
+
+
+def test_environment_sets_unsets_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOKTRAIN_KIT_KEPT", "before")
+    monkeypatch.setenv("HOOKTRAIN_KIT_REMOVED", "secret")
+    monkeypatch.delenv("HOOKTRAIN_KIT_ADDED", raising=False)
+    with environment({"HOOKTRAIN_KIT_ADDED": "1", "HOOKTRAIN_KIT_KEPT": "during"},
+                     unset=["HOOKTRAIN_KIT_REMOVED", "HOOKTRAIN_KIT_NEVER_SET"]):
+        assert os.environ["HOOKTRAIN_KIT_ADDED"] == "1"
+        assert os.environ["HOOKTRAIN_KIT_KEPT"] == "during"
+        assert "HOOKTRAIN_KIT_REMOVED" not in os.environ
+    assert "HOOKTRAIN_KIT_ADDED" not in os.environ
+    assert os.environ["HOOKTRAIN_KIT_KEPT"] == "before"
+    assert os.environ["HOOKTRAIN_KIT_REMOVED"] == "secret"
+
+
+def test_environment_restores_after_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOKTRAIN_KIT_KEPT", "before")
+    with pytest.raises(RuntimeError), environment({"HOOKTRAIN_KIT_KEPT": "during"}):
+        raise RuntimeError("a failing session")
+    assert os.environ["HOOKTRAIN_KIT_KEPT"] == "before"
+
+
+def test_no_network_lets_loopback_through(no_network: list[str]) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        with socket.create_connection(server.getsockname(), timeout=5):
+            pass
+    assert no_network == []
+
+
+def test_no_network_fails_a_test_that_reached_out(pytester: pytest.Pytester) -> None:
+    """A library that swallows the refusal still fails the test, with the address named."""
+    pytester.makeconftest('pytest_plugins = ["hooktrain.testing"]')
+    pytester.makepyfile(
+        """
+        import socket
+
+        def test_swallowed(no_network):
+            with socket.socket() as sock:
+                try:
+                    sock.connect(("192.0.2.1", 443))
+                except OSError:
+                    pass  # what tracking libraries do with their own network errors
+
+        def test_lookup(no_network):
+            try:
+                socket.getaddrinfo("example.com", 443)
+            except OSError:
+                pass
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, errors=2)
+    output = result.stdout.str()
+    assert """the test tried to reach the network: ["connect ('192.0.2.1', 443)"]""" in output
+    assert "the test tried to reach the network: ['lookup example.com']" in output
