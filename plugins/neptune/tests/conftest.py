@@ -5,6 +5,7 @@ machine's environment, so nothing ever tries the network."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,3 +35,43 @@ def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("NEPTUNE_DATA_DIRECTORY", str(tmp_path / ".neptune"))
     monkeypatch.chdir(tmp_path)  # neptune's default data directory is ./.neptune
     return tmp_path
+
+
+@pytest.fixture
+def stopped(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """For every run stopped in debug mode: its fields and series values just before stop()."""
+    from neptune import Run
+    from neptune.attributes.series.float_series import FloatSeries
+
+    snapshots: list[dict[str, Any]] = []
+    original = Run.stop
+
+    def walk(node: dict, prefix: str = ""):
+        for key, value in node.items():
+            path = f"{prefix}/{key}" if prefix else key
+            yield from walk(value, path) if isinstance(value, dict) else [(path, value)]
+
+    def stop(self, *, seconds=None):
+        if self._mode.value == "debug":  # the only mode with a fetch() and no server
+            attributes = dict(walk(self.get_structure()))
+            fields = {p: self[p].fetch() for p, a in attributes.items()
+                      if hasattr(a, "fetch") and not isinstance(a, FloatSeries)
+                      and not p.startswith("sys/")}
+            snapshots.append({
+                "fields": fields | {"sys/failed": self["sys/failed"].fetch()},
+                "series": {p: list(a.fetch_values()["value"]) for p, a in attributes.items()
+                           if isinstance(a, FloatSeries)},
+                "seconds": seconds,
+            })
+        return original(self, seconds=seconds)
+
+    monkeypatch.setattr(Run, "stop", stop)
+    return snapshots
+
+
+@pytest.fixture
+def said_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forget that this process already announced the offline fallback."""
+    import hooktrain_neptune
+
+    monkeypatch.setattr(hooktrain_neptune, "_said_offline", False)
