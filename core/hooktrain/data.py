@@ -123,6 +123,21 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def split_labels(inputs: Any, label_names: Sequence[str]) -> tuple[Any, Any]:
+    """``(inputs without their labels, labels)``; labels are None when the batch has none.
+
+    A dict's labels are its ``label_names`` keys (one tensor, or a tuple of several); a tuple or
+    list of two or more holds them last.
+    """
+    if isinstance(inputs, Mapping):
+        rest = dict(inputs)
+        found = [rest.pop(name) for name in label_names if name in rest]
+        return rest, (found[0] if len(found) == 1 else tuple(found) or None)
+    if isinstance(inputs, (tuple, list)) and len(inputs) > 1:
+        return inputs[:-1], inputs[-1]
+    return inputs, None
+
+
 def batch_size_of(batch: Any) -> int:
     """Number of samples in a collated batch (the first tensor's first dimension)."""
     if isinstance(batch, torch.Tensor):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from hooktrain import distributed
-from hooktrain.data import EpochBatchSampler, batch_size_of, to_device
+from hooktrain.data import EpochBatchSampler, batch_size_of, split_labels, to_device
 from hooktrain.errors import ConfigError
 from hooktrain.outputs import EvalLoopOutput, EvalPrediction, PredictionOutput, speed_metrics
 
@@ -148,7 +148,7 @@ class EvaluationMixin:
         """One evaluation batch: ``(loss, logits, labels)``, each possibly ``None``."""
         if self.device.type != "cpu":
             inputs = to_device(inputs, self.device)
-        labels = _labels_of(inputs, self.label_names)
+        labels = split_labels(inputs, self.label_names)[1]
         with torch.no_grad(), self._autocast():
             if labels is not None:
                 loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
@@ -198,18 +198,6 @@ def _to_cpu(chunks: list[Any]) -> list[Any]:
         return value
 
     return [move(chunk) for chunk in chunks]
-
-
-def _labels_of(inputs: Any, label_names: list[str]) -> Any:
-    """Labels of a batch: the ``label_names`` keys of a dict, the last element of a tuple."""
-    if isinstance(inputs, Mapping):
-        found = [inputs[name] for name in label_names if name in inputs]
-        if not found:
-            return None
-        return found[0] if len(found) == 1 else tuple(found)
-    if isinstance(inputs, (tuple, list)) and len(inputs) > 1:
-        return inputs[-1]
-    return None
 
 
 def _logits_of(outputs: Any, has_loss: bool, ignore_keys: list[str]) -> Any:

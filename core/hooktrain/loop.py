@@ -9,14 +9,15 @@ gradient synchronisation skipped on the micro-batches that do not end an accumul
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from hooktrain import distributed
-from hooktrain.data import to_device
+from hooktrain.data import split_labels, to_device
 from hooktrain.errors import ConfigError
 from hooktrain.outputs import TrainOutput, speed_metrics
 
@@ -39,7 +40,7 @@ class TrainingLoopMixin:
         step = skip_batches - 1
         step_loss: torch.Tensor | None = None
         group_size = 1
-        for batch in dataloader:
+        for batch, num_items_in_batch in self._batches_with_item_counts(dataloader, skip_batches):
             step += 1
             if step % accumulation == 0:
                 hooks.on_step_begin()
@@ -47,7 +48,9 @@ class TrainingLoopMixin:
                 step_loss = None
             ends_group = (step + 1) % accumulation == 0 or step + 1 == steps_in_epoch
             with self._gradient_sync(ends_group):
-                loss = self.training_step(self.model_wrapped, batch, group_size)
+                loss = self.training_step(
+                    self.model_wrapped, batch, group_size, num_items_in_batch
+                )
             step_loss = loss if step_loss is None else step_loss + loss
             if ends_group:
                 self._optimizer_step(step_loss)
@@ -65,6 +68,31 @@ class TrainingLoopMixin:
         hooks.on_epoch_end()
         self._maybe_log_save_evaluate()
 
+    def _batches_with_item_counts(
+        self: Trainer, dataloader: Any, skip_batches: int
+    ) -> Iterator[tuple[Any, torch.Tensor | None]]:
+        """Each batch with ``num_items_in_batch``: its accumulation group's label count, or None.
+
+        HF's contract for ``compute_loss_func``: it gets the number of labels (those not -100) in
+        the whole accumulation group, so a sum divided by it is the group's mean whatever the
+        batch sizes. Counting needs the group's batches, so they are read ahead one group at a
+        time, and only when there is a ``compute_loss_func`` to use the count. The count stays a
+        tensor: no host sync.
+        """
+        if self.compute_loss_func is None:
+            yield from zip(dataloader, itertools.repeat(None))
+            return
+        accumulation = self.args.gradient_accumulation_steps
+        batches, step = iter(dataloader), skip_batches
+        while group := list(itertools.islice(batches, accumulation - step % accumulation)):
+            counts = [_count_items(split_labels(batch, self.label_names)[1]) for batch in group]
+            total = None if None in counts else torch.stack(counts).sum()
+            if total is not None and self.device.type != "cpu":
+                total = total.to(self.device, non_blocking=True)
+            step += len(group)
+            for batch in group:
+                yield batch, total
+
     def _gradient_sync(self: Trainer, ends_group: bool) -> Any:
         """DDP all-reduces gradients only on the micro-batch that ends an accumulation group."""
         if ends_group or self.model_wrapped is self.model:
@@ -72,14 +100,19 @@ class TrainingLoopMixin:
         return self.model_wrapped.no_sync()
 
     def training_step(
-        self: Trainer, model: torch.nn.Module, inputs: Any, group_size: int = 1
+        self: Trainer, model: torch.nn.Module, inputs: Any, group_size: int = 1,
+        num_items_in_batch: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Forward and backward for one micro-batch; returns its detached, scaled loss."""
+        """Forward and backward for one micro-batch; returns its detached, scaled loss.
+
+        The loss is divided by the accumulation group's size, unless ``compute_loss_func`` got
+        the group's label count: then it has normalised over the whole group already (HF).
+        """
         if self.device.type != "cpu":
             inputs = to_device(inputs, self.device)
         with self._autocast():
-            loss = self.compute_loss(model, inputs)
-        if group_size > 1:
+            loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+        if group_size > 1 and num_items_in_batch is None:
             loss = loss / group_size
         if self._scaler is not None:
             self._scaler.scale(loss).backward()
@@ -113,17 +146,9 @@ class TrainingLoopMixin:
     ) -> Any:
         """The batch's loss (and outputs): from the model, or from ``compute_loss_func``."""
         labels = None
-        if isinstance(inputs, Mapping):
-            if self.compute_loss_func is not None:
-                inputs = dict(inputs)
-                found = [inputs.pop(name) for name in self.label_names if name in inputs]
-                labels = found[0] if len(found) == 1 else tuple(found) or None
-            outputs = model(**inputs)
-        elif self.compute_loss_func is not None:
-            labels = inputs[-1]
-            outputs = model(*inputs[:-1])
-        else:
-            outputs = model(*inputs)
+        if self.compute_loss_func is not None:
+            inputs, labels = split_labels(inputs, self.label_names)
+        outputs = model(**inputs) if isinstance(inputs, Mapping) else model(*inputs)
         if self.compute_loss_func is not None:
             loss = self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
         else:
@@ -180,6 +205,15 @@ class TrainingLoopMixin:
         if summary:
             logger.warning(summary)
         return TrainOutput(state.global_step, train_loss, metrics)
+
+
+def _count_items(labels: Any) -> torch.Tensor | None:
+    """Labels that count (HF ignores -100, the padding index); None if there is no tensor."""
+    if isinstance(labels, tuple) and labels:
+        labels = labels[0]
+    if not isinstance(labels, torch.Tensor):
+        return None
+    return labels.ne(-100).sum()
 
 
 def _loss_of(outputs: Any) -> torch.Tensor:

@@ -63,6 +63,9 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
     ``"loss"`` or a tuple with the loss first; or any module together with
     ``compute_loss_func(outputs, labels, num_items_in_batch=None)``, in which case the labels
     (``label_names``, or the last element of a tuple batch) are taken out of the batch first.
+    In training, ``num_items_in_batch`` is HF's: the number of labels other than -100 in the
+    whole accumulation group on this process (a tensor), and the function's loss is taken as
+    already normalised over the group (a sum divided by it); in evaluation it is None.
     """
 
     def __init__(

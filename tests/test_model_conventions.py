@@ -1,0 +1,254 @@
+"""What a model may return and how its loss is found: HF's output conventions, a plain module
+with ``compute_loss_func`` (and HF's ``num_items_in_batch`` contract), clear errors otherwise."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from trainer_helpers import mae, trainer_for, weights
+
+from hooktrain import Trainer
+from hooktrain.errors import ConfigError
+from hooktrain.testing import RegressionDataset, tiny_args
+
+
+
+@dataclasses.dataclass
+class Output:
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+
+
+class _Base(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(4, 1)
+
+    def parts(self, x, labels):
+        logits = self.linear(x).squeeze(-1)
+        loss = None if labels is None else nn.functional.mse_loss(logits, labels)
+        return loss, logits
+
+
+class DictModel(_Base):
+    def forward(self, x, labels=None):
+        loss, logits = self.parts(x, labels)
+        return {"logits": logits} if loss is None else {"loss": loss, "logits": logits}
+
+
+class DataclassModel(_Base):
+    def forward(self, x, labels=None):
+        return Output(*self.parts(x, labels))
+
+
+class NamespaceModel(_Base):
+    def forward(self, x, labels=None):
+        loss, logits = self.parts(x, labels)
+        return SimpleNamespace(loss=loss, logits=logits)
+
+
+class TupleModel(_Base):
+    def forward(self, x, labels=None):
+        loss, logits = self.parts(x, labels)
+        return (logits,) if loss is None else (loss, logits)
+
+
+@pytest.mark.parametrize("model_cls", [DictModel, DataclassModel, NamespaceModel, TupleModel])
+def test_model_output_conventions_train_and_evaluate(tmp_path, model_cls):
+    model = model_cls()
+    before = weights(model)
+    trainer = trainer_for(tmp_path, model=model, logging_steps=2,
+                          trainer_kw={"compute_metrics": mae})
+    output = trainer.train()
+    assert output.global_step == 8
+    assert math.isfinite(output.training_loss)
+    assert not torch.equal(before["linear.weight"], model.linear.weight.detach())
+    metrics = trainer.evaluate()
+    assert math.isfinite(metrics["eval_loss"]) and "eval_mae" in metrics
+    prediction = trainer.predict(RegressionDataset(5, seed=4))
+    assert prediction.predictions.shape == (5,)
+
+
+class PlainNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.linear(x).squeeze(-1)
+
+
+def test_plain_module_with_compute_loss_func_and_tuple_dataset(tmp_path):
+    data = RegressionDataset(16, seed=0)
+    train_set = torch.utils.data.TensorDataset(data.x, data.y)
+    eval_data = RegressionDataset(10, seed=1)
+    eval_set = torch.utils.data.TensorDataset(eval_data.x, eval_data.y)
+    calls = []
+
+    def loss_func(outputs, labels, num_items_in_batch=None):
+        calls.append((outputs.shape, labels.shape))
+        return nn.functional.mse_loss(outputs, labels)
+
+    model = PlainNet()
+    before = weights(model)
+    trainer = Trainer(model=model, args=tiny_args(tmp_path / "out", logging_steps=2),
+                      train_dataset=train_set, eval_dataset=eval_set,
+                      compute_loss_func=loss_func, compute_metrics=mae)
+    output = trainer.train()
+    assert output.global_step == 8 and math.isfinite(output.training_loss)
+    assert calls and calls[0] == (torch.Size([4]), torch.Size([4]))
+    assert not torch.equal(before["linear.weight"], model.linear.weight.detach())
+    metrics = trainer.evaluate()
+    with torch.no_grad():
+        expected = nn.functional.mse_loss(model(eval_data.x), eval_data.y).item()
+    assert metrics["eval_loss"] == pytest.approx(expected, rel=1e-5)
+    assert "eval_mae" in metrics
+    prediction = trainer.predict(eval_set)
+    assert prediction.predictions.shape == (10,)
+    np.testing.assert_allclose(prediction.label_ids, eval_data.y.numpy())
+
+
+def test_compute_loss_func_with_dict_dataset(tmp_path):
+    def loss_func(outputs, labels, num_items_in_batch=None):
+        return nn.functional.mse_loss(outputs, labels)
+
+    trainer = trainer_for(tmp_path, model=PlainNet(), trainer_kw={"compute_loss_func": loss_func})
+    assert trainer.train().global_step == 8
+    assert "eval_loss" in trainer.evaluate()
+
+
+class NoLossTensor(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 1)
+
+    def forward(self, x, labels=None):
+        return self.linear(x).squeeze(-1)
+
+
+class NoLossDict(NoLossTensor):
+    def forward(self, x, labels=None):
+        return {"logits": self.linear(x).squeeze(-1)}
+
+
+@pytest.mark.parametrize("model_cls", [NoLossTensor, NoLossDict])
+def test_model_without_loss_is_a_clear_config_error(tmp_path, model_cls):
+    trainer = trainer_for(tmp_path, model=model_cls())
+    with pytest.raises(ConfigError) as info:
+        trainer.train()
+    message = str(info.value)
+    assert "loss" in message
+    assert "compute_loss_func" in message
+
+
+def test_trainer_needs_a_model(tmp_path):
+    with pytest.raises(ConfigError, match="model"):
+        Trainer()
+    with pytest.raises(ConfigError, match="model"):
+        Trainer(model=None, args=tiny_args(tmp_path))
+
+
+def test_train_needs_a_train_dataset(tmp_path):
+    trainer = trainer_for(tmp_path, train_size=0)
+    with pytest.raises(ConfigError, match="train_dataset"):
+        trainer.train()
+
+
+# ---- num_items_in_batch: HF's contract for compute_loss_func ---------------------------------
+
+
+class Tokens(torch.utils.data.Dataset):
+    """Sequences of 6 positions of which the last 0-5 are padding (label -100)."""
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, 6, 4, generator=generator)
+        self.labels = torch.randint(0, 3, (n, 6), generator=generator)
+        lengths = torch.randint(1, 7, (n,), generator=generator)
+        self.labels[torch.arange(6) >= lengths[:, None]] = -100
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"x": self.x[index], "labels": self.labels[index]}
+
+
+class Tagger(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+def token_loss(outputs, labels, num_items_in_batch=None):
+    """The loss HF's documentation asks for: summed, divided by the group's label count."""
+    total = nn.functional.cross_entropy(outputs.flatten(0, 1), labels.flatten(),
+                                        ignore_index=-100, reduction="sum")
+    return total / (labels.ne(-100).sum() if num_items_in_batch is None else num_items_in_batch)
+
+
+def train_tagger(tmp_path, loss_func, batch_size: int, accumulation: int, train_size: int = 10):
+    model = Tagger()
+    args = tiny_args(tmp_path, per_device_train_batch_size=batch_size, optim="sgd",
+                     gradient_accumulation_steps=accumulation, max_grad_norm=None,
+                     learning_rate=0.5, logging_steps=1)
+    trainer = Trainer(model=model, args=args, train_dataset=Tokens(train_size),
+                      eval_dataset=Tokens(4, seed=1), compute_loss_func=loss_func)
+    trainer.train()
+    return trainer, model
+
+
+def test_compute_loss_func_gets_the_label_count_of_the_whole_accumulation_group(tmp_path):
+    calls = []
+
+    def recording_loss(outputs, labels, num_items_in_batch=None):
+        calls.append((labels.ne(-100).sum(), num_items_in_batch))
+        return token_loss(outputs, labels, num_items_in_batch)
+
+    # 10 sequences in batches of 2: 5 micro-batches an epoch, groups of 2, 2 and a short 1
+    train_tagger(tmp_path, recording_loss, batch_size=2, accumulation=2)
+    assert len(calls) == 10
+    for start, size in [(0, 2), (2, 2), (4, 1), (5, 2), (7, 2), (9, 1)]:
+        group = calls[start:start + size]
+        expected = sum(int(own) for own, _ in group)
+        for _, received in group:
+            assert isinstance(received, torch.Tensor), "a tensor: counting never syncs the host"
+            assert int(received) == expected
+
+
+def test_normalising_by_the_group_count_equals_one_bigger_batch(tmp_path):
+    """HF's gradient-accumulation fix: a token mean over the group, not a mean of batch means."""
+    accumulated, small = train_tagger(tmp_path / "ga", token_loss, batch_size=2, accumulation=2,
+                                      train_size=8)
+    plain, big = train_tagger(tmp_path / "plain", token_loss, batch_size=4, accumulation=1,
+                              train_size=8)
+    torch.testing.assert_close(small.state_dict(), big.state_dict(), rtol=1e-5, atol=1e-6)
+    losses = [[e["loss"] for e in trainer.state.log_history if "loss" in e]
+              for trainer in (accumulated, plain)]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+    assert not torch.equal(small.linear.weight, Tagger().linear.weight), "the runs trained"
+
+
+def test_evaluation_passes_no_count_as_hf_does(tmp_path):
+    seen = []
+
+    def loss_func(outputs, labels, num_items_in_batch=None):
+        seen.append(num_items_in_batch)
+        return token_loss(outputs, labels, num_items_in_batch)
+
+    trainer = Trainer(model=Tagger(), args=tiny_args(tmp_path), eval_dataset=Tokens(8),
+                      compute_loss_func=loss_func)
+    assert math.isfinite(trainer.evaluate()["eval_loss"])
+    assert seen == [None, None]
