@@ -13,7 +13,9 @@ of :meth:`HooktrainPluginManager.ordered_impls`:
 * An isolated (entry-point) plugin that raises is reported once with its traceback, switched off
   and listed in :attr:`faults`; with ``plugin_errors="raise"``, or for a user callback, the error
   propagates with a note naming the plugin and hook.
-* Plugins that do not run on every rank are left out of the tables on other ranks.
+* Plugins that do not run on every rank are left out of the tables on other ranks; on rank zero,
+  in a run of several processes, a change they make to ``control`` is undone with a warning
+  (the other ranks would never see it, and the processes would part ways).
 * Non-blocking plugins get their calls queued to a worker thread (:mod:`.background`); their
   errors are handled here, on the training thread, at the next event or :meth:`drain`.
 * ``HOOKTRAIN_TRACE_PLUGINS=1`` prints every call to stderr.
@@ -21,6 +23,7 @@ of :meth:`HooktrainPluginManager.ordered_impls`:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -53,6 +56,7 @@ class HookDispatcher:
         self.manager = manager
         self.plugin_errors = plugin_errors
         self.is_world_process_zero = True
+        self.world_size = 1
         self.faults: list[PluginFault] = []
         self.kwargs: dict[str, Any] = dict.fromkeys(COMMON_ARGS)
         self.kwargs["control"] = TrainerControl()
@@ -80,8 +84,9 @@ class HookDispatcher:
             raise TypeError(f"not common hook arguments: {sorted(unknown)}")
         self.kwargs.update(values)
 
-    def set_rank(self, is_world_process_zero: bool) -> None:
+    def set_rank(self, is_world_process_zero: bool, world_size: int = 1) -> None:
         self.is_world_process_zero = is_world_process_zero
+        self.world_size = world_size
         self._tables.clear()
 
     # ---- one typed method per event --------------------------------------------------------
@@ -260,12 +265,43 @@ class HookDispatcher:
 
         return submit
 
+    def _without_steering(
+        self, function: Callable[..., Any], hook: str, record: PluginRecord
+    ) -> Callable[..., Any]:
+        """Undo what a rank-zero-only plugin does to ``control``, and say so once per flag."""
+        warned: set[str] = set()
+
+        def guarded(*args: Any) -> Any:
+            control = self.control
+            before = dataclasses.astuple(control)
+            result = function(*args)
+            after = result if isinstance(result, TrainerControl) else control
+            changed = [field.name for field, old, new in zip(
+                dataclasses.fields(control), before, dataclasses.astuple(after)) if old != new]
+            if not changed:
+                return result
+            for name in [name for name in changed if name not in warned]:
+                warned.add(name)
+                logger.warning(
+                    "Plugin %s runs on rank zero only and set control.%s in %s; the other %d "
+                    "processes would not see it, so the change is ignored. A plugin that steers "
+                    "training must run on every rank: set hooktrain_all_ranks = True on it.",
+                    record.label, name, hook, self.world_size - 1,
+                )
+            for field, old in zip(dataclasses.fields(control), before):
+                setattr(control, field.name, old)
+            return None
+
+        return guarded
+
     def _table(self, hook: str) -> tuple[_Impl, ...]:
         rows = []
         for record, impl in self.manager.ordered_impls(hook):
             if not record.all_ranks and not self.is_world_process_zero:
                 continue
             function = impl.function
+            if not record.all_ranks and self.world_size > 1 and not record.nonblocking:
+                function = self._without_steering(function, hook, record)
             if self._trace:
                 function = _traced(function, hook, record.label)
             if record.nonblocking:
