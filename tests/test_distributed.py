@@ -25,10 +25,18 @@ pytestmark = pytest.mark.timeout(240)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
+def env_for(out: Path) -> dict[str, str]:
+    """ENV with TMPDIR beside ``out``: torchrun leaves a ``torchelastic_*`` folder per run there."""
+    tmp = out.parent / f"{out.name}.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    return {**ENV, "TMPDIR": str(tmp)}
+
+
 def torchrun(out: Path, *options: str, nproc: int = 2, check: bool = True):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc-per-node={nproc}", str(WORKER), str(out), *options]
-    result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=200)
+    result = subprocess.run(command, capture_output=True, text=True, env=env_for(out),
+                            timeout=200)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -36,7 +44,7 @@ def torchrun(out: Path, *options: str, nproc: int = 2, check: bool = True):
 
 def single(out: Path, *options: str) -> None:
     subprocess.run([sys.executable, str(WORKER), str(out), *options], check=True,
-                   capture_output=True, env=ENV, timeout=200)
+                   capture_output=True, env=env_for(out), timeout=200)
 
 
 def result(out: Path) -> dict:
@@ -138,7 +146,7 @@ def test_two_nodes_on_localhost(runs, tmp_path) -> None:
             [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
              "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=hooktrain",
              f"--node-rank={rank}", str(WORKER), str(tmp_path), "batch=2", "eval=1", "save=2"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env_for(tmp_path),
         )
         for rank in (0, 1)
     ]
