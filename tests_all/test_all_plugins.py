@@ -34,8 +34,10 @@ def offline_environment(root: Path) -> dict[str, str]:
         CLEARML_CACHE_DIR=str(root / "clearml"), SWANLAB_LOG_DIR=str(root / "swanlab"),
         TRACKIO_DIR=str(root / "trackio"), MLFLOW_DISABLE_TELEMETRY="true",
         DVC_NO_ANALYTICS="1", CODECARBON_COUNTRY_ISO_CODE="USA", CODECARBON_LOG_LEVEL="error",
+        TMPDIR=str(root / "tmp"),  # flytekit makes a sandbox folder there at each import
     )
-    (root / "home").mkdir(parents=True, exist_ok=True)
+    for folder in ("home", "tmp"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
     return env
 
 
