@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from hooktrain.testing import environment
+from hooktrain.testing import FailAtStep, HookRecorder, environment, run_training
 
 pytest_plugins = ["pytester"]
 
@@ -68,3 +68,11 @@ def test_no_network_fails_a_test_that_reached_out(pytester: pytest.Pytester) -> 
     output = result.stdout.str()
     assert """the test tried to reach the network: ["connect ('192.0.2.1', 443)"]""" in output
     assert "the test tried to reach the network: ['lookup example.com']" in output
+
+
+def test_fail_at_step_crashes_the_training_at_that_step(tmp_path) -> None:
+    recorder = HookRecorder()
+    with pytest.raises(KeyboardInterrupt, match="stop here"):
+        run_training(output_dir=tmp_path / "out",
+                     plugins=[FailAtStep(3, KeyboardInterrupt, "stop here"), recorder])
+    assert [call.global_step for call in recorder.of("on_step_end")] == [1, 2]

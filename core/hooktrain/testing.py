@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from hooktrain.args import TrainingArguments
+from hooktrain.callback import TrainerCallback
 from hooktrain.events import EVENT_NAMES, EXTRA_ARGS, forwarding_function
 from hooktrain.markers import hookimpl
 from hooktrain.outputs import TrainOutput
@@ -102,6 +103,23 @@ class HookCall:
     epoch: float
     flags: str
     payload: dict[str, Any] = field(default_factory=dict)
+
+
+class FailAtStep(TrainerCallback):
+    """Raises ``error(message)`` at the end of optimizer step ``step``: a training that crashes.
+
+    For tests of what a plugin leaves behind when training fails (a run marked failed, the
+    history up to the failure, ``on_exception`` handled).
+    """
+
+    def __init__(
+        self, step: int, error: type[BaseException] = RuntimeError, message: str = "boom"
+    ) -> None:
+        self.step, self.error, self.message = step, error, message
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == self.step:
+            raise self.error(self.message)
 
 
 class HookRecorder:

@@ -24,6 +24,7 @@ import pytest
 from hooktrain import Trainer, TrainerCallback, TrainingArguments
 from hooktrain.integration import rewrite_key, run_config
 from hooktrain.testing import (
+    FailAtStep,
     RegressionDataset,
     TinyRegressor,
     logged_series,
@@ -109,15 +110,6 @@ def the_plugin(trainer: Trainer):
     return plugin
 
 
-class Boom(TrainerCallback):
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at:
-            raise RuntimeError("boom")
-
-
 # ---- what is logged ----------------------------------------------------------------------------
 
 
@@ -181,7 +173,7 @@ def test_evaluate_before_and_after_train_log_to_the_same_run(capsys, caplog) -> 
 
 def test_a_failed_run_is_marked_failed(capsys) -> None:
     with pytest.raises(RuntimeError, match="boom"):
-        run_training(output_dir="out", report_to=["azure_ml"], plugins=[Boom(at=5)])
+        run_training(output_dir="out", report_to=["azure_ml"], plugins=[FailAtStep(5)])
     got = read_offline(capsys.readouterr().out)
     assert len(got.metrics["train/loss"]) == 2  # steps 2 and 4
     assert "train/train_runtime" not in got.metrics
@@ -193,7 +185,7 @@ def test_a_resumed_run_is_the_same_run_and_its_metrics_continue(tmp_path: Path, 
     schedule = {"save_strategy": "steps", "save_steps": 4, "eval_strategy": "steps",
                 "eval_steps": 2}
     with pytest.raises(RuntimeError, match="boom"):
-        run_training(output_dir="out", report_to=["azure_ml"], plugins=[Boom(at=7)], **schedule)
+        run_training(output_dir="out", report_to=["azure_ml"], plugins=[FailAtStep(7)], **schedule)
     first = read_offline(capsys.readouterr().out)
     (run_id,) = first.flushed
     stored = json.loads((tmp_path / "out" / "checkpoint-4" / "trainer_state.json").read_text())
@@ -285,7 +277,7 @@ def test_a_run_of_your_own_is_logged_to_and_left_to_you(capsys, caplog) -> None:
     mine = Run.get_context()
     with pytest.raises(RuntimeError, match="boom"):
         run_training(output_dir="out", report_to="none",
-                     plugins=[AzureMLPlugin(azureml_run=mine), Boom(at=5)])
+                     plugins=[AzureMLPlugin(azureml_run=mine), FailAtStep(5)])
     got = read_offline(capsys.readouterr().out)
     assert len(got.metrics["train/loss"]) == 2 and got.flushed == [mine.id]
     assert got.failed == [], "a run you pass is yours to fail"

@@ -20,8 +20,7 @@ from clearmlfiles import (
     zip_members,
 )
 
-from hooktrain import TrainerCallback
-from hooktrain.testing import logged_series, run_training
+from hooktrain.testing import FailAtStep, logged_series, run_training
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -31,15 +30,6 @@ pytestmark = [
 ]
 
 
-class Boom(TrainerCallback):
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at:
-            raise RuntimeError("boom")
-
-
 # ---- status, resume, a running task ----------------------------------------------------------
 
 
@@ -47,7 +37,7 @@ def test_a_failed_training_marks_the_task_failed(tmp_path: Path) -> None:
     from clearml import Task
 
     with pytest.raises(RuntimeError, match="boom"):
-        run_training(output_dir="out", report_to=["clearml"], plugins=[Boom(at=5)])
+        run_training(output_dir="out", report_to=["clearml"], plugins=[FailAtStep(5)])
     assert Task.current_task() is None
     (folder,) = [p for p in (tmp_path / "clearml-cache" / "offline").iterdir() if p.is_dir()]
     session = read_session(folder.name)
@@ -102,7 +92,7 @@ def test_a_resumed_run_continues_the_same_task(tmp_path: Path) -> None:
     schedule = {"save_strategy": "steps", "save_steps": 4, "eval_strategy": "steps",
                 "eval_steps": 2}
     with pytest.raises(RuntimeError, match="boom"):
-        run_training(output_dir="out", report_to=["clearml"], plugins=[Boom(at=7)], **schedule)
+        run_training(output_dir="out", report_to=["clearml"], plugins=[FailAtStep(7)], **schedule)
     (folder,) = [p for p in (tmp_path / "clearml-cache" / "offline").iterdir() if p.is_dir()]
     assert read_session(folder.name).task["status"] == "failed"
     assert max(read_session(folder.name).scalars()["eval/loss"]) == 6
@@ -144,7 +134,7 @@ def test_a_running_task_is_reused_and_left_open(tmp_path: Path) -> None:
         assert Task.current_task() is task, "the owner's task stays open"
         assert plugin_of(run).task_id == task.id
         with pytest.raises(RuntimeError, match="boom"):
-            run_training(output_dir="out2", report_to=["clearml"], plugins=[Boom(at=3)])
+            run_training(output_dir="out2", report_to=["clearml"], plugins=[FailAtStep(3)])
         assert Task.current_task() is task, "open after an exception too: its owner decides"
         task.get_logger().report_scalar("mine", "after", 1.0, iteration=9)
     finally:

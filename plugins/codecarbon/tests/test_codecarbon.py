@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hooktrain import TrainerCallback
-from hooktrain.testing import logged_series, run_training
+from hooktrain.testing import FailAtStep, logged_series, run_training
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,15 +40,6 @@ def country_emissions(kwh: float, country: str | None) -> float:
 
     return Emissions(DataSource()).get_country_emissions(
         Energy.from_energy(kWh=kwh), GeoMetadata(country_iso_code=country))
-
-
-class Boom(TrainerCallback):
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at:
-            raise RuntimeError("boom")
 
 
 # ---- what is tracked -------------------------------------------------------------------------
@@ -175,7 +166,7 @@ def test_the_tracker_stops_at_the_summary_log(tmp_path: Path, stops) -> None:
 
 def test_the_tracker_stops_when_training_fails(tmp_path: Path, stops) -> None:
     with pytest.raises(RuntimeError, match="boom"):
-        run_training(output_dir="out", report_to=["codecarbon"], plugins=[Boom(at=5)],
+        run_training(output_dir="out", report_to=["codecarbon"], plugins=[FailAtStep(5)],
                      plugin_settings={"codecarbon": {"country_iso_code": "GBR"}})
     assert stops == ["on_exception"]
     (row,) = read_rows(tmp_path / "out" / "codecarbon")
@@ -187,7 +178,7 @@ def test_the_tracker_stops_when_training_fails(tmp_path: Path, stops) -> None:
 def test_a_resumed_run_keeps_its_run_id(tmp_path: Path) -> None:
     settings = {"codecarbon": {"country_iso_code": "USA"}}
     with pytest.raises(RuntimeError, match="boom"):
-        run_training(output_dir="out", report_to=["codecarbon"], plugins=[Boom(at=7)],
+        run_training(output_dir="out", report_to=["codecarbon"], plugins=[FailAtStep(7)],
                      save_strategy="steps", save_steps=4, plugin_settings=settings)
     (first,) = read_rows(tmp_path / "out" / "codecarbon")
     stored = json.loads((tmp_path / "out" / "checkpoint-4" / "trainer_state.json").read_text())

@@ -16,7 +16,7 @@ from cometarchive import Archive, read_archives
 
 from hooktrain import TrainerCallback
 from hooktrain.integration import SUMMARY_KEYS, rewrite_key, run_config
-from hooktrain.testing import TinyRegressor, run_training
+from hooktrain.testing import FailAtStep, TinyRegressor, run_training
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,12 +44,6 @@ def only_archive(directory: Path = ARCHIVES) -> Archive:
 
 def faults(run) -> list[tuple[str, str]]:
     return [(f.plugin.split()[0], f.hook) for f in run.trainer.callback_handler.faults]
-
-
-class Boom(TrainerCallback):
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == 5:
-            raise RuntimeError("boom at step 5")
 
 
 def test_every_metric_at_every_step_equals_the_log_history(network_attempts, caplog) -> None:
@@ -119,7 +113,8 @@ def test_checkpoints_and_final_model_are_assets_when_asked(monkeypatch) -> None:
 
 def test_a_failed_run_is_marked_failed_and_ended() -> None:
     with pytest.raises(RuntimeError, match="boom"):
-        run_training(output_dir="out", report_to=["comet_ml"], plugins=[Boom()])
+        run_training(output_dir="out", report_to=["comet_ml"],
+                     plugins=[FailAtStep(5, message="boom at step 5")])
     archive = only_archive()
 
     assert archive.others["status"] == "failed"
@@ -130,7 +125,7 @@ def test_a_failed_run_is_marked_failed_and_ended() -> None:
 
 def test_a_resumed_run_continues_the_same_experiment() -> None:
     with pytest.raises(RuntimeError, match="boom"):
-        run_training(output_dir="out", report_to=["comet_ml"], plugins=[Boom()],
+        run_training(output_dir="out", report_to=["comet_ml"], plugins=[FailAtStep(5)],
                      save_strategy="steps", save_steps=4)
     run = run_training(output_dir="out", report_to=["comet_ml"], save_strategy="steps",
                        save_steps=4, resume_from_checkpoint=True)

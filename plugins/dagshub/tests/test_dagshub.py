@@ -17,9 +17,8 @@ import pytest
 import yaml
 from dagshub_stand_in import OWNER, REPO, DagsHubStandIn, free_port
 
-from hooktrain import TrainerCallback
 from hooktrain.integration import run_config, save_model
-from hooktrain.testing import TinyRegressor, run_training
+from hooktrain.testing import FailAtStep, TinyRegressor, run_training
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -170,13 +169,8 @@ def test_a_resumed_training_is_one_run_and_one_metrics_file(dagshub: DagsHubStan
 def test_a_crashed_training_ends_its_run_as_failed(dagshub: DagsHubStandIn, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
-    class Boom(TrainerCallback):
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if state.global_step == 5:
-                raise RuntimeError("boom")
-
     with pytest.raises(RuntimeError, match="boom"):
-        run_training(output_dir=tmp_path / "out", report_to=["dagshub"], plugins=[Boom()],
+        run_training(output_dir=tmp_path / "out", report_to=["dagshub"], plugins=[FailAtStep(5)],
                      plugin_settings=repo_settings(dagshub, experiment_name="dh-crash"))
     client = MlflowClient(dagshub.tracking_uri)
     (stored,) = runs_in(client, "dh-crash")

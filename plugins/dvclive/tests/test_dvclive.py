@@ -12,7 +12,7 @@ import pytest
 
 from hooktrain import TrainerCallback
 from hooktrain.integration import rewrite_key, save_model
-from hooktrain.testing import TinyRegressor, run_training
+from hooktrain.testing import FailAtStep, TinyRegressor, run_training
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -56,15 +56,6 @@ def assert_plots_match(plots: dict, log_history: list[dict]) -> None:
     for name, points in expected.items():
         assert [s for s, _ in plots[name]] == [s for s, _ in points], name
         assert [v for _, v in plots[name]] == pytest.approx([v for _, v in points], rel=1e-9), name
-
-
-class Boom(TrainerCallback):
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at:
-            raise RuntimeError("boom")
 
 
 @pytest.fixture
@@ -203,7 +194,7 @@ def test_log_model_outside_a_dvc_repository_is_skipped_with_dvclives_warning(
 
 def test_live_ends_when_training_fails(tmp_path: Path, ends) -> None:
     with pytest.raises(RuntimeError, match="boom"):
-        run_training(output_dir="out", report_to=["dvclive"], plugins=[Boom(at=5)])
+        run_training(output_dir="out", report_to=["dvclive"], plugins=[FailAtStep(5)])
     assert ends == ["out/dvclive"]
     got = read_dir(tmp_path / "out" / "dvclive")
     assert got["plots"]["train/loss"][-1][0] == 4
@@ -212,7 +203,7 @@ def test_live_ends_when_training_fails(tmp_path: Path, ends) -> None:
 
 def test_resumed_run_continues_the_same_dvclive_directory(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="boom"):
-        run_training(output_dir="out", report_to=["dvclive"], plugins=[Boom(at=7)],
+        run_training(output_dir="out", report_to=["dvclive"], plugins=[FailAtStep(7)],
                      save_strategy="steps", save_steps=4, eval_strategy="steps", eval_steps=2)
     directory = tmp_path / "out" / "dvclive"
     assert read_dir(directory)["plots"]["train/loss"][-1][0] == 6

@@ -11,21 +11,12 @@ import itertools
 import time
 
 import pytest
-from hooktrain import TrainerCallback
+from hooktrain.testing import FailAtStep
 from kubeflowtraining import (INTERVAL, Pace, configure, latest_values, logged_metrics, plugin_of,
                               train)
 from status_server import STATUS_PATH, TOKEN, Received, StatusServer, check_body
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class Boom(TrainerCallback):
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at:
-            raise RuntimeError("boom")
 
 
 def wait_for(server: StatusServer, step: int) -> Received:
@@ -119,7 +110,7 @@ def test_a_failed_run_posts_where_it_stopped(monkeypatch, pki, token_file, statu
     server = status_server()
     configure(monkeypatch, server, pki, token_file)
     with pytest.raises(RuntimeError, match="boom"):
-        train(plugins=[Boom(at=5)])
+        train(plugins=[FailAtStep(5)])
     last = wait_for(server, 5)
     assert last.status["progressPercentage"] == 62  # 5 of 8 steps, not 100
     assert "estimatedRemainingSeconds" not in last.status
@@ -130,7 +121,7 @@ def test_a_resumed_run_continues_the_progress(monkeypatch, pki, token_file, stat
     server = status_server()
     configure(monkeypatch, server, pki, token_file)
     with pytest.raises(RuntimeError, match="boom"):
-        train(plugins=[Boom(at=7)], save_strategy="steps", save_steps=4)
+        train(plugins=[FailAtStep(7)], save_strategy="steps", save_steps=4)
     wait_for(server, 7)  # the failed run's last status
     server.received.clear()
     run = train(plugins=[Pace(0.02)], resume_from_checkpoint=True, save_strategy="steps",

@@ -15,7 +15,7 @@ import pytest
 from mlflow_server import MlflowServer
 
 from hooktrain import TrainerCallback
-from hooktrain.testing import TinyRegressor, run_training
+from hooktrain.testing import FailAtStep, TinyRegressor, run_training
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -167,17 +167,11 @@ def test_no_tracking_uri_logs_to_the_local_default_and_says_so_once(
     assert stored.info.status == "FINISHED" and stored.data.metrics["train_loss"]
 
 
-class Boom(TrainerCallback):
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if state.global_step == 5:
-            raise RuntimeError("boom")
-
-
 def test_a_crashed_training_ends_its_run_as_failed(mlflow_server: str) -> None:
     from mlflow import MlflowClient
 
     with pytest.raises(RuntimeError, match="boom"):
-        run_training(output_dir=Path("out"), report_to=["mlflow"], plugins=[Boom()],
+        run_training(output_dir=Path("out"), report_to=["mlflow"], plugins=[FailAtStep(5)],
                      plugin_settings={"mlflow": {"tracking_uri": mlflow_server,
                                                  "experiment_name": "crash"}})
     client = MlflowClient(mlflow_server)

@@ -12,22 +12,13 @@ from typing import Any
 
 import pytest
 
-from hooktrain import TrainerCallback, hookimpl
-from hooktrain.testing import run_training
+from hooktrain import hookimpl
+from hooktrain.testing import FailAtStep, run_training
 
 from neptunefiles import expected_series, metric_series, offline_runs
 from neptunetraining import offline_messages, plugin_of, train
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class Boom(TrainerCallback):
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at:
-            raise RuntimeError("boom")
 
 
 @pytest.fixture
@@ -52,7 +43,7 @@ def init_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
 def test_a_failing_training_marks_the_run_failed_then_stops_it(tmp_path: Path, init_calls) -> None:
     with pytest.raises(RuntimeError, match="boom"):
-        train(plugins=[Boom(at=5)])
+        train(plugins=[FailAtStep(5)])
     (got,) = offline_runs(tmp_path)
     assert got.fields["sys/failed"] is True
     assert got.fields["finetuning/error"] == "RuntimeError: boom"
@@ -66,7 +57,7 @@ def test_resumed_offline_training_keeps_its_identity(tmp_path: Path, monkeypatch
     monkeypatch.setenv("NEPTUNE_CUSTOM_RUN_ID", "my-training")
     common = dict(save_strategy="steps", save_steps=4, eval_strategy="steps", eval_steps=2)
     with pytest.raises(RuntimeError, match="boom"):
-        train(plugins=[Boom(at=7)], **common)
+        train(plugins=[FailAtStep(7)], **common)
     stored = json.loads((tmp_path / "out" / "checkpoint-4" / "trainer_state.json").read_text())
     assert stored["stateful_callbacks"]["NeptunePlugin#0"] == {
         "mode": "offline", "sys_id": None, "custom_run_id": "my-training"}
@@ -107,7 +98,7 @@ def test_resumed_online_training_reattaches_by_id(tmp_path: Path, monkeypatch, s
     monkeypatch.setenv("NEPTUNE_PROJECT", "team/project")
     common = dict(save_strategy="steps", save_steps=4)
     with pytest.raises(RuntimeError, match="boom"):
-        train(plugins=[Boom(at=7)], **common)
+        train(plugins=[FailAtStep(7)], **common)
     state = json.loads((tmp_path / "out" / "checkpoint-4" / "trainer_state.json").read_text())
     sys_id = state["stateful_callbacks"]["NeptunePlugin#0"]["sys_id"]
     assert sys_id and state["stateful_callbacks"]["NeptunePlugin#0"]["mode"] == "async"

@@ -16,7 +16,7 @@ import yaml
 
 from hooktrain import TrainerCallback
 from hooktrain.integration import rewrite_key, save_model
-from hooktrain.testing import TinyRegressor, run_training
+from hooktrain.testing import FailAtStep, TinyRegressor, run_training
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -88,15 +88,6 @@ def state(name: str) -> int:
     from swanlab.proto.swanlab.run.v1.run_pb2 import RunState
 
     return RunState.Value(name)
-
-
-class Boom(TrainerCallback):
-    def __init__(self, at: int, error: type[BaseException] = RuntimeError) -> None:
-        self.at, self.error = at, error
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at:
-            raise self.error("boom")
 
 
 def the_plugin(run):
@@ -209,7 +200,7 @@ def test_a_run_you_started_is_used_and_left_open(tmp_path: Path) -> None:
 def test_a_failing_training_finishes_the_run_as_crashed(
         tmp_path: Path, error: type[BaseException], end_state: str) -> None:
     with pytest.raises(error, match="boom"):
-        run_training(output_dir="out", report_to=["swanlab"], plugins=[Boom(5, error)])
+        run_training(output_dir="out", report_to=["swanlab"], plugins=[FailAtStep(5, error)])
     got = only_run(tmp_path / "swanlog")
     assert got["finish"].state == state(end_state)
     assert f"{error.__name__}: boom" in got["finish"].error
@@ -222,7 +213,7 @@ def test_a_resumed_run_continues_the_same_run_id(tmp_path: Path) -> None:
     kwargs = dict(output_dir="out", report_to=["swanlab"], save_strategy="steps", save_steps=4,
                   eval_strategy="steps", eval_steps=2)
     with pytest.raises(RuntimeError, match="boom"):
-        run_training(plugins=[Boom(at=7)], **kwargs)
+        run_training(plugins=[FailAtStep(7)], **kwargs)
     (interrupted,) = [read_run(d) for d in run_dirs(tmp_path / "swanlog")]
     run_id = interrupted["start"].id
     stored = json.loads((tmp_path / "out" / "checkpoint-4" / "trainer_state.json").read_text())

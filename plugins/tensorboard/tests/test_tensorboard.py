@@ -14,7 +14,7 @@ import pytest
 from eventfiles import read_log_dir
 
 from hooktrain import TrainerCallback
-from hooktrain.testing import logged_series, run_training
+from hooktrain.testing import FailAtStep, logged_series, run_training
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -108,14 +108,9 @@ def test_non_numbers_are_skipped_with_one_warning_per_key(tmp_path: Path, caplog
 
 
 def test_writer_is_closed_and_flushed_when_training_fails(tmp_path: Path) -> None:
-    class Boom(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 5:
-                raise RuntimeError("boom")
-
     with pytest.raises(RuntimeError, match="boom"):
-        run_training(output_dir=tmp_path / "out", report_to=["tensorboard"], plugins=[Boom()],
-                     plugin_settings={"tensorboard": {"flush_secs": 3600}})
+        run_training(output_dir=tmp_path / "out", report_to=["tensorboard"],
+                     plugins=[FailAtStep(5)], plugin_settings={"tensorboard": {"flush_secs": 3600}})
     log = read_log_dir(tmp_path / "out" / "runs" / "out")
     assert [step for step, _ in log.scalars["train/loss"]] == [2, 4]
 

@@ -23,7 +23,7 @@ import pytest
 
 from hooktrain import TrainerCallback
 from hooktrain.integration import rewrite_key, save_model
-from hooktrain.testing import TinyRegressor, run_training
+from hooktrain.testing import FailAtStep, TinyRegressor, run_training
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -74,15 +74,6 @@ def artifact_files(project: str, name: str, spec: str) -> dict[str, bytes]:
 
     manifest = SQLiteStorage.get_artifact_manifest(project, name, spec)["manifest"]
     return {e["path"]: cas.blob_path(project, e["digest"]).read_bytes() for e in manifest}
-
-
-class Boom(TrainerCallback):
-    def __init__(self, at: int, error: type[BaseException] = RuntimeError) -> None:
-        self.at, self.error = at, error
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at:
-            raise self.error("boom")
 
 
 # ---- what is logged --------------------------------------------------------------------------
@@ -157,7 +148,7 @@ def test_a_failing_training_is_recorded_as_an_alert(
     from trackio.sqlite_storage import SQLiteStorage
 
     with pytest.raises(error, match="boom"):
-        run_training(output_dir="out", report_to=["trackio"], plugins=[Boom(5, error)],
+        run_training(output_dir="out", report_to=["trackio"], plugins=[FailAtStep(5, error)],
                      plugin_settings={"trackio": {"project": project}})
     (run_id,) = [r.id for r in trackio.Api().runs(project)]
     (alert,) = SQLiteStorage.get_alerts(project, run_id=run_id)
@@ -171,7 +162,7 @@ def test_a_resumed_run_is_one_run_with_each_step_once(tmp_path: Path, project: s
                   eval_strategy="steps", eval_steps=2,
                   plugin_settings={"trackio": {"project": project}})
     with pytest.raises(RuntimeError, match="boom"):
-        run_training(plugins=[Boom(at=7)], **kwargs)
+        run_training(plugins=[FailAtStep(7)], **kwargs)
     import trackio
 
     (run_id,) = [r.id for r in trackio.Api().runs(project)]
