@@ -18,7 +18,7 @@ import yaml
 from dagshub_stand_in import OWNER, REPO, DagsHubStandIn, free_port
 
 from hooktrain.integration import run_config, save_model
-from hooktrain.testing import FailAtStep, TinyRegressor, run_training
+from hooktrain.testing import FailAtStep, TinyRegressor, logged_series, run_training
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,12 +29,8 @@ def plugin_of(run: Any) -> Any:
 
 
 def history_by_metric(log_history: list[dict]) -> dict[str, list[tuple[int, float]]]:
-    expected: dict[str, list[tuple[int, float]]] = {}
-    for entry in log_history:
-        for key, value in entry.items():
-            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                expected.setdefault(key, []).append((entry["step"], float(value)))
-    return expected
+    """What MLflow should hold: every numeric value of ``log_history`` under HF's key, by step."""
+    return logged_series(log_history, name=lambda key: key)  # MLflow keeps HF's keys
 
 
 def metrics_csv(path: Path) -> dict[str, list[tuple[int, float]]]:

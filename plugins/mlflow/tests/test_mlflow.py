@@ -15,7 +15,7 @@ import pytest
 from mlflow_server import MlflowServer
 
 from hooktrain import TrainerCallback
-from hooktrain.testing import FailAtStep, TinyRegressor, run_training
+from hooktrain.testing import FailAtStep, TinyRegressor, logged_series, run_training
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,12 +27,7 @@ def plugin_of(run: Any) -> Any:
 
 def history_by_metric(log_history: list[dict]) -> dict[str, list[tuple[int, float]]]:
     """What MLflow should hold: every numeric value of ``log_history`` under HF's key, by step."""
-    expected: dict[str, list[tuple[int, float]]] = {}
-    for entry in log_history:
-        for key, value in entry.items():
-            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                expected.setdefault(key, []).append((entry["step"], float(value)))
-    return expected
+    return logged_series(log_history, name=lambda key: key)  # MLflow keeps HF's keys
 
 
 def runs_in(client: Any, experiment: str) -> list[Any]:
