@@ -252,3 +252,24 @@ def test_evaluation_passes_no_count_as_hf_does(tmp_path):
                       compute_loss_func=loss_func)
     assert math.isfinite(trainer.evaluate()["eval_loss"])
     assert seen == [None, None]
+
+
+def test_a_compute_loss_override_in_either_hf_signature_trains(tmp_path):
+    """Subclasses written for HF before 4.46 (no ``num_items_in_batch``) and after both run."""
+    seen = []
+
+    class OldStyle(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False):
+            seen.append("old")
+            return super().compute_loss(model, inputs, return_outputs)
+
+    class NewStyle(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            seen.append(num_items_in_batch)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    for trainer_cls in (OldStyle, NewStyle):
+        trainer = trainer_cls(model=DictModel(), args=tiny_args(tmp_path / trainer_cls.__name__),
+                              train_dataset=RegressionDataset(8))
+        assert trainer.train().global_step == 4
+    assert seen == ["old"] * 4 + [None] * 4

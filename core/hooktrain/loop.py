@@ -111,7 +111,10 @@ class TrainingLoopMixin:
         if self.device.type != "cpu":
             inputs = to_device(inputs, self.device)
         with self._autocast():
-            loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+            if num_items_in_batch is None:  # a compute_loss override of HF < 4.46 takes no count
+                loss = self.compute_loss(model, inputs)
+            else:
+                loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
         if group_size > 1 and num_items_in_batch is None:
             loss = loss / group_size
         if self._scaler is not None:
