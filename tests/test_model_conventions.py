@@ -273,3 +273,27 @@ def test_a_compute_loss_override_in_either_hf_signature_trains(tmp_path):
                               train_dataset=RegressionDataset(8))
         assert trainer.train().global_step == 4
     assert seen == ["old"] * 4 + [None] * 4
+
+
+def test_a_training_step_override_in_either_hf_signature_trains(tmp_path):
+    """HF's ``training_step(model, inputs, num_items_in_batch=None)``, and the older one without
+    the count; ``current_gradient_accumulation_steps`` is the group's size, as in HF."""
+    seen = []
+
+    class OldStyle(Trainer):
+        def training_step(self, model, inputs):
+            seen.append(("old", self.current_gradient_accumulation_steps))
+            return super().training_step(model, inputs)
+
+    class NewStyle(Trainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            seen.append((num_items_in_batch, self.current_gradient_accumulation_steps))
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    # 10 samples in batches of 4: 3 micro-batches an epoch, a group of 2 then a short one
+    for trainer_cls in (OldStyle, NewStyle):
+        trainer = trainer_cls(model=DictModel(), args=tiny_args(tmp_path / trainer_cls.__name__,
+                                                                gradient_accumulation_steps=2),
+                              train_dataset=RegressionDataset(10))
+        assert trainer.train().global_step == 4
+    assert seen == [("old", 2), ("old", 2), ("old", 1)] * 2 + [(None, 2), (None, 2), (None, 1)] * 2

@@ -39,18 +39,19 @@ class TrainingLoopMixin:
         hooks.on_epoch_begin()
         step = skip_batches - 1
         step_loss: torch.Tensor | None = None
-        group_size = 1
         for batch, num_items_in_batch in self._batches_with_item_counts(dataloader, skip_batches):
             step += 1
             if step % accumulation == 0:
                 hooks.on_step_begin()
-                group_size = min(accumulation, steps_in_epoch - step)
+                # HF's name: the group's micro-batches (the epoch's last group may be short)
+                self.current_gradient_accumulation_steps = min(accumulation, steps_in_epoch - step)
                 step_loss = None
             ends_group = (step + 1) % accumulation == 0 or step + 1 == steps_in_epoch
             with self._gradient_sync(ends_group):
-                loss = self.training_step(
-                    self.model_wrapped, batch, group_size, num_items_in_batch
-                )
+                if num_items_in_batch is None:  # an override of HF < 4.46 takes no count
+                    loss = self.training_step(self.model_wrapped, batch)
+                else:
+                    loss = self.training_step(self.model_wrapped, batch, num_items_in_batch)
             step_loss = loss if step_loss is None else step_loss + loss
             if ends_group:
                 self._optimizer_step(step_loss)
@@ -100,13 +101,14 @@ class TrainingLoopMixin:
         return self.model_wrapped.no_sync()
 
     def training_step(
-        self: Trainer, model: torch.nn.Module, inputs: Any, group_size: int = 1,
+        self: Trainer, model: torch.nn.Module, inputs: Any,
         num_items_in_batch: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Forward and backward for one micro-batch; returns its detached, scaled loss.
+        """Forward and backward for one micro-batch; returns its detached, scaled loss (HF's).
 
-        The loss is divided by the accumulation group's size, unless ``compute_loss_func`` got
-        the group's label count: then it has normalised over the whole group already (HF).
+        The loss is divided by ``current_gradient_accumulation_steps``, unless
+        ``compute_loss_func`` got the group's label count: then it has normalised over the
+        whole group already (HF).
         """
         if self.device.type != "cpu":
             inputs = to_device(inputs, self.device)
@@ -115,8 +117,8 @@ class TrainingLoopMixin:
                 loss = self.compute_loss(model, inputs)
             else:
                 loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
-        if group_size > 1 and num_items_in_batch is None:
-            loss = loss / group_size
+        if num_items_in_batch is None and self.current_gradient_accumulation_steps > 1:
+            loss = loss / self.current_gradient_accumulation_steps
         if self._scaler is not None:
             self._scaler.scale(loss).backward()
         else:

@@ -101,6 +101,7 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
         self.label_names = self.args.label_names or ["labels"]
         self.is_in_train = False
         self._created_scheduler = False
+        self.current_gradient_accumulation_steps = 1
         self._exception_depth = 0
         self._state = TrainerState()
 
