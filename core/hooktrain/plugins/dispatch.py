@@ -57,6 +57,7 @@ class HookDispatcher:
         self.plugin_errors = plugin_errors
         self.is_world_process_zero = True
         self.world_size = 1
+        self._warned_steering: set[tuple[str, str]] = set()
         self.faults: list[PluginFault] = []
         self.kwargs: dict[str, Any] = dict.fromkeys(COMMON_ARGS)
         self.kwargs["control"] = TrainerControl()
@@ -269,30 +270,36 @@ class HookDispatcher:
         self, function: Callable[..., Any], hook: str, record: PluginRecord
     ) -> Callable[..., Any]:
         """Undo what a rank-zero-only plugin does to ``control``, and say so once per flag."""
-        warned: set[str] = set()
 
         def guarded(*args: Any) -> Any:
             control = self.control
-            before = dataclasses.astuple(control)
-            result = function(*args)
-            after = result if isinstance(result, TrainerControl) else control
-            changed = [field.name for field, old, new in zip(
-                dataclasses.fields(control), before, dataclasses.astuple(after)) if old != new]
-            if not changed:
-                return result
-            for name in [name for name in changed if name not in warned]:
-                warned.add(name)
-                logger.warning(
-                    "Plugin %s runs on rank zero only and set control.%s in %s; the other %d "
-                    "processes would not see it, so the change is ignored. A plugin that steers "
-                    "training must run on every rank: set hooktrain_all_ranks = True on it.",
-                    record.label, name, hook, self.world_size - 1,
-                )
-            for field, old in zip(dataclasses.fields(control), before):
-                setattr(control, field.name, old)
-            return None
+            before = tuple(getattr(control, name) for name in _CONTROL_FLAGS)
+            result = None
+            try:  # undone even when the plugin raises after setting a flag
+                result = function(*args)
+            finally:
+                after = result if isinstance(result, TrainerControl) else control
+                for name, old in zip(_CONTROL_FLAGS, before):
+                    new = getattr(after, name)
+                    if new != old:
+                        self._say_not_steering(record, hook, name, new)
+                    setattr(control, name, old)
+            if isinstance(result, TrainerControl):
+                return None  # the control it returned is dropped: the flags are the old ones
+            return result
 
         return guarded
+
+    def _say_not_steering(self, record: PluginRecord, hook: str, flag: str, value: bool) -> None:
+        if (record.name, flag) in self._warned_steering:
+            return
+        self._warned_steering.add((record.name, flag))
+        logger.warning(
+            "Plugin %s runs on rank zero only and changed control.%s to %s in %s; the other %d "
+            "processes would not see it, so the change is ignored. A plugin that steers "
+            "training must run on every rank: set hooktrain_all_ranks = True on it.",
+            record.label, flag, value, hook, self.world_size - 1,
+        )
 
     def _table(self, hook: str) -> tuple[_Impl, ...]:
         rows = []
@@ -335,5 +342,7 @@ def _traced(function: Callable[..., Any], hook: str, label: str) -> Callable[...
 
     return traced
 
+
+_CONTROL_FLAGS = tuple(field.name for field in dataclasses.fields(TrainerControl))
 
 assert set(COPIED_ARGS) <= set(EXTRA_ARGS)
