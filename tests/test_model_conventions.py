@@ -297,3 +297,35 @@ def test_a_training_step_override_in_either_hf_signature_trains(tmp_path):
                               train_dataset=RegressionDataset(10))
         assert trainer.train().global_step == 4
     assert seen == [("old", 2), ("old", 2), ("old", 1)] * 2 + [(None, 2), (None, 2), (None, 1)] * 2
+
+
+def test_an_hf_training_step_override_without_a_default_gets_the_count(tmp_path):
+    """HF >= 4.46 always passes the third argument, so overrides may declare it required."""
+    seen = []
+
+    class Required(Trainer):
+        def training_step(self, model, inputs, num_items_in_batch):
+            seen.append(num_items_in_batch)
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    trainer = Required(model=DictModel(), args=tiny_args(tmp_path),
+                       train_dataset=RegressionDataset(8))
+    assert trainer.train().global_step == 4
+    assert seen == [None] * 4
+
+
+def test_a_compute_loss_func_returning_a_mean_is_not_divided_again(tmp_path):
+    """HF's contract: with a count, the function normalises the group; a mean per micro-batch
+    therefore adds up over the group (HF does the same; divide by num_items_in_batch instead)."""
+    per_step = []
+
+    def record(outputs, labels, num_items_in_batch=None):
+        loss = nn.functional.cross_entropy(outputs.flatten(0, 1), labels.flatten(),
+                                           ignore_index=-100)
+        per_step.append(loss.item())
+        return loss
+
+    trainer, _ = train_tagger(tmp_path, record, batch_size=2, accumulation=2, train_size=8)
+    first_step = trainer.state.log_history[0]
+    assert first_step["step"] == 1
+    assert first_step["loss"] == pytest.approx(per_step[0] + per_step[1], rel=1e-5)

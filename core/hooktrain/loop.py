@@ -9,9 +9,10 @@ gradient synchronisation skipped on the micro-batches that do not end an accumul
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -48,10 +49,10 @@ class TrainingLoopMixin:
                 step_loss = None
             ends_group = (step + 1) % accumulation == 0 or step + 1 == steps_in_epoch
             with self._gradient_sync(ends_group):
-                if num_items_in_batch is None:  # an override of HF < 4.46 takes no count
-                    loss = self.training_step(self.model_wrapped, batch)
-                else:
+                if self._training_step_takes_count:
                     loss = self.training_step(self.model_wrapped, batch, num_items_in_batch)
+                else:  # an override written for HF < 4.46
+                    loss = self.training_step(self.model_wrapped, batch)
             step_loss = loss if step_loss is None else step_loss + loss
             if ends_group:
                 self._optimizer_step(step_loss)
@@ -87,7 +88,7 @@ class TrainingLoopMixin:
         batches, step = iter(dataloader), skip_batches
         while group := list(itertools.islice(batches, accumulation - step % accumulation)):
             counts = [_count_items(split_labels(batch, self.label_names)[1]) for batch in group]
-            total = None if None in counts else torch.stack(counts).sum()
+            total = None if any(c is None for c in counts) else torch.stack(counts).sum()
             if total is not None and self.device.type != "cpu":
                 total = total.to(self.device, non_blocking=True)
             step += len(group)
@@ -113,10 +114,10 @@ class TrainingLoopMixin:
         if self.device.type != "cpu":
             inputs = to_device(inputs, self.device)
         with self._autocast():
-            if num_items_in_batch is None:  # a compute_loss override of HF < 4.46 takes no count
-                loss = self.compute_loss(model, inputs)
-            else:
+            if self._compute_loss_takes_count:
                 loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+            else:  # an override written for HF < 4.46
+                loss = self.compute_loss(model, inputs)
         if num_items_in_batch is None and self.current_gradient_accumulation_steps > 1:
             loss = loss / self.current_gradient_accumulation_steps
         if self._scaler is not None:
@@ -210,6 +211,23 @@ class TrainingLoopMixin:
         if summary:
             logger.warning(summary)
         return TrainOutput(state.global_step, train_loss, metrics)
+
+
+def takes_item_count(method: Callable[..., Any], positional: bool) -> bool:
+    """Whether an HF-style override takes ``num_items_in_batch`` (HF >= 4.46 passes it).
+
+    HF passes it to ``training_step`` as the third positional argument and to ``compute_loss``
+    by keyword; overrides written for older HF take two arguments and no such keyword.
+    """
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: assume the current signature
+        return True
+    names = {parameter.name for parameter in parameters}
+    kinds = {parameter.kind for parameter in parameters}
+    if "num_items_in_batch" in names or inspect.Parameter.VAR_KEYWORD in kinds:
+        return True
+    return positional and (len(names) >= 3 or inspect.Parameter.VAR_POSITIONAL in kinds)
 
 
 def _count_items(labels: Any) -> torch.Tensor | None:

@@ -217,8 +217,10 @@ def expected_steps(train_size: int, batch_size: int, epochs: int, accumulation: 
 
 
 @contextlib.contextmanager
-def environment(set: Mapping[str, str] | None = None, unset: Iterable[str] = ()) -> Iterator[None]:
-    """Remove ``unset`` and set ``set`` in ``os.environ`` for the block, then restore both.
+def environment(
+    values: Mapping[str, str] | None = None, unset: Iterable[str] = ()
+) -> Iterator[None]:
+    """Remove ``unset`` and set ``values`` in ``os.environ`` for the block, then restore both.
 
     For a plugin's session-scoped conftest fixture that keeps a tracking library offline (the
     function-scoped ``monkeypatch`` cannot serve a session)::
@@ -231,7 +233,7 @@ def environment(set: Mapping[str, str] | None = None, unset: Iterable[str] = ())
     with pytest.MonkeyPatch.context() as patch:
         for name in unset:
             patch.delenv(name, raising=False)
-        for name, value in (set or {}).items():
+        for name, value in (values or {}).items():
             patch.setenv(name, value)
         yield
 

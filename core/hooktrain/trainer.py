@@ -31,7 +31,7 @@ from hooktrain.data import (
 from hooktrain.errors import ConfigError
 from hooktrain import distributed
 from hooktrain.evaluation import EvaluationMixin
-from hooktrain.loop import TrainingLoopMixin
+from hooktrain.loop import TrainingLoopMixin, takes_item_count
 from hooktrain.optim import create_optimizer, create_scheduler
 from hooktrain.outputs import TrainOutput
 from hooktrain.plugins import (
@@ -65,7 +65,9 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
     (``label_names``, or the last element of a tuple batch) are taken out of the batch first.
     In training, ``num_items_in_batch`` is HF's: the number of labels other than -100 in the
     whole accumulation group on this process (a tensor), and the function's loss is taken as
-    already normalised over the group (a sum divided by it); in evaluation it is None.
+    already normalised over the group (a sum divided by it; a mean per micro-batch is not divided
+    again, as in HF); in evaluation it is None. ``training_step`` / ``compute_loss`` overrides
+    get the count when their signature takes it (HF >= 4.46) and not otherwise.
     """
 
     def __init__(
@@ -102,6 +104,8 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
         self.is_in_train = False
         self._created_scheduler = False
         self.current_gradient_accumulation_steps = 1
+        self._training_step_takes_count = takes_item_count(self.training_step, positional=True)
+        self._compute_loss_takes_count = takes_item_count(self.compute_loss, positional=False)
         self._exception_depth = 0
         self._state = TrainerState()
 
