@@ -5,18 +5,21 @@ Each run is a subprocess of ``tests/ddp_worker.py``; see its docstring for the o
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 
-from hooktrain import Trainer
+from hooktrain import Trainer, distributed
 from hooktrain.checkpoint import load_weights
 from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
 
@@ -38,7 +41,7 @@ def torchrun(out: Path, *options: str, nproc: int = 2, check: bool = True):
     result = subprocess.run(command, capture_output=True, text=True, env=env_for(out),
                             timeout=200)
     if check:
-        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.returncode == 0, result.stderr[-6000:]
     return result
 
 
@@ -155,3 +158,23 @@ def test_two_nodes_on_localhost(runs, tmp_path) -> None:
         assert node.returncode == 0, stderr[-3000:]
     reference, two_nodes = weights(runs["two"]), weights(tmp_path)
     assert all(np.array_equal(two_nodes[k], reference[k]) for k in reference)
+
+
+def test_the_process_group_the_trainer_joins_is_left_at_exit(monkeypatch) -> None:
+    """Left to interpreter shutdown, gloo can abort a process whose training ended well."""
+    at_exit = []
+    monkeypatch.setattr(atexit, "register", at_exit.append)
+    for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+                        "RANK": "0", "WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(name, value)
+    # a group of one real process: joined through the same path torchrun's workers take
+    args = SimpleNamespace(world_size=2, ddp_backend="gloo", ddp_timeout=30)
+    try:
+        assert distributed.setup(args, torch.device("cpu"))
+        assert dist.is_initialized() and at_exit == [distributed.leave_process_group]
+        at_exit[0]()
+        assert not dist.is_initialized()
+        distributed.leave_process_group()  # the user destroyed it first: nothing to do
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -8,6 +8,7 @@ wraps the model in ``DistributedDataParallel``. Everything here is a no-op in on
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import logging
 import signal
@@ -46,7 +47,19 @@ def setup(args: Any, device: torch.device) -> bool:
         )
         logger.info("Joined process group: rank %d of %d (%s).", dist.get_rank(),
                     dist.get_world_size(), backend)
+        atexit.register(leave_process_group)
     return True
+
+
+def leave_process_group() -> None:
+    """Destroy the process group the Trainer joined; runs at exit unless the user did it first.
+
+    Left to interpreter finalization, gloo's worker threads still hold tensors whose release needs
+    the GIL, and the process aborts (``terminate called without an active exception``, SIGABRT),
+    which ``torchrun`` reports as a failed run although training ended well.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
