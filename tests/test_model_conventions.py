@@ -199,8 +199,9 @@ def token_loss(outputs, labels, num_items_in_batch=None):
     return total / (labels.ne(-100).sum() if num_items_in_batch is None else num_items_in_batch)
 
 
-def train_tagger(tmp_path, loss_func, batch_size: int, accumulation: int, train_size: int = 10):
-    model = Tagger()
+def train_tagger(tmp_path, loss_func, batch_size: int, accumulation: int, train_size: int = 10,
+                 model_cls=Tagger):
+    model = model_cls()
     args = tiny_args(tmp_path, per_device_train_batch_size=batch_size, optim="sgd",
                      gradient_accumulation_steps=accumulation, max_grad_norm=None,
                      learning_rate=0.5, logging_steps=1)
@@ -329,3 +330,49 @@ def test_a_compute_loss_func_returning_a_mean_is_not_divided_again(tmp_path):
     first_step = trainer.state.log_history[0]
     assert first_step["step"] == 1
     assert first_step["loss"] == pytest.approx(per_step[0] + per_step[1], rel=1e-5)
+
+
+class SelfLossTagger(Tagger):
+    """Computes its own loss as transformers' models do: a sum over the group's label count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: list = []
+        self.losses: list[float] = []
+
+    def forward(self, x, labels=None, **kwargs):
+        logits = super().forward(x)
+        count = kwargs.get("num_items_in_batch")
+        loss = token_loss(logits, labels, count)
+        self.counts.append(count)
+        self.losses.append(loss.item())
+        return {"loss": loss, "logits": logits}
+
+
+class MeanLossTagger(SelfLossTagger):
+    accepts_loss_kwargs = False  # transformers' way to say "my **kwargs are not loss kwargs"
+
+
+def test_a_model_taking_loss_kwargs_gets_the_group_count_as_in_hf(tmp_path):
+    accumulated, small = train_tagger(tmp_path / "ga", None, batch_size=2, accumulation=2,
+                                      train_size=8, model_cls=SelfLossTagger)
+    plain, big = train_tagger(tmp_path / "plain", None, batch_size=4, accumulation=1,
+                              train_size=8, model_cls=SelfLossTagger)
+    assert accumulated.model_accepts_loss_kwargs
+    assert all(isinstance(count, torch.Tensor) for count in small.counts[:8])
+    torch.testing.assert_close(small.state_dict(), big.state_dict(), rtol=1e-5, atol=1e-6)
+    losses = [[e["loss"] for e in trainer.state.log_history if "loss" in e]
+              for trainer in (accumulated, plain)]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+    accumulated.evaluate()
+    assert small.counts[-1] is None, "evaluation passes no count"
+
+
+def test_a_model_declaring_no_loss_kwargs_is_divided_by_the_group_size(tmp_path):
+    trainer, model = train_tagger(tmp_path, None, batch_size=2, accumulation=2, train_size=8,
+                                  model_cls=MeanLossTagger)
+    assert not trainer.model_accepts_loss_kwargs
+    assert model.counts[:8] == [None] * 8
+    # each micro-batch's loss is its own mean, so the group's is the mean of the two (HF)
+    assert trainer.state.log_history[0]["loss"] == pytest.approx(
+        (model.losses[0] + model.losses[1]) / 2, rel=1e-5)

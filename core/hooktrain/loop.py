@@ -9,10 +9,10 @@ gradient synchronisation skipped on the micro-batches that do not end an accumul
 from __future__ import annotations
 
 import contextlib
-import inspect
 import itertools
 import logging
-from collections.abc import Callable, Iterator, Mapping
+import math
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -20,6 +20,7 @@ import torch
 from hooktrain import distributed
 from hooktrain.data import split_labels, to_device
 from hooktrain.errors import ConfigError
+from hooktrain.item_count import count_items
 from hooktrain.outputs import TrainOutput, speed_metrics
 
 if TYPE_CHECKING:
@@ -75,25 +76,27 @@ class TrainingLoopMixin:
     ) -> Iterator[tuple[Any, torch.Tensor | None]]:
         """Each batch with ``num_items_in_batch``: its accumulation group's label count, or None.
 
-        HF's contract for ``compute_loss_func``: it gets the number of labels (those not -100) in
-        the whole accumulation group, so a sum divided by it is the group's mean whatever the
-        batch sizes. Counting needs the group's batches, so they are read ahead one group at a
-        time, and only when there is a ``compute_loss_func`` to use the count. The count stays a
-        tensor: no host sync.
+        HF's contract for ``compute_loss_func`` and for models that take loss keyword arguments:
+        they get the number of labels (those not -100) in the whole accumulation group, so a sum
+        divided by it is the group's mean whatever the batch sizes. Counting needs the group's
+        batches, so they are read ahead one group at a time, and only when something uses the
+        count (a model gets it with keyword inputs only). The count stays a tensor: no host sync.
         """
-        if self.compute_loss_func is None:
+        if self.compute_loss_func is None and not self.model_accepts_loss_kwargs:
             yield from zip(dataloader, itertools.repeat(None))
             return
         accumulation = self.args.gradient_accumulation_steps
         batches, step = iter(dataloader), skip_batches
         while group := list(itertools.islice(batches, accumulation - step % accumulation)):
-            counts = [_count_items(split_labels(batch, self.label_names)[1]) for batch in group]
+            counts = [count_items(batch, self.label_names, self._loss_shifts_labels)
+                      for batch in group]
             total = None if any(c is None for c in counts) else torch.stack(counts).sum()
             if total is not None and self.device.type != "cpu":
                 total = total.to(self.device, non_blocking=True)
             step += len(group)
             for batch in group:
-                yield batch, total
+                used = self.compute_loss_func is not None or isinstance(batch, Mapping)
+                yield batch, total if used else None
 
     def _gradient_sync(self: Trainer, ends_group: bool) -> Any:
         """DDP all-reduces gradients only on the micro-batch that ends an accumulation group."""
@@ -108,8 +111,8 @@ class TrainingLoopMixin:
         """Forward and backward for one micro-batch; returns its detached, scaled loss (HF's).
 
         The loss is divided by ``current_gradient_accumulation_steps``, unless
-        ``compute_loss_func`` got the group's label count: then it has normalised over the
-        whole group already (HF).
+        ``compute_loss_func`` or the model got the group's label count: then it has normalised
+        over the whole group already (HF).
         """
         if self.device.type != "cpu":
             inputs = to_device(inputs, self.device)
@@ -131,10 +134,10 @@ class TrainingLoopMixin:
         self._tr_loss.add_(step_loss)
         if self._scaler is not None:
             self._scaler.unscale_(self.optimizer)
-        if args.max_grad_norm:
-            self._last_grad_norm = torch.nn.utils.clip_grad_norm_(
-                self.model.parameters(), args.max_grad_norm, foreach=True
-            )
+        # HF 5.x measures the norm without clipping too (an infinite bound scales by exactly 1)
+        self._last_grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), args.max_grad_norm or math.inf, foreach=True
+        )
         hooks.on_pre_optimizer_step()
         if self._scaler is not None:
             self._scaler.step(self.optimizer)
@@ -142,6 +145,7 @@ class TrainingLoopMixin:
         else:
             self.optimizer.step()
         hooks.on_optimizer_step()
+        self._last_learning_rate = self.lr_scheduler.get_last_lr()[0]  # the step's, as HF 5.x logs
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.global_step += 1
@@ -154,6 +158,9 @@ class TrainingLoopMixin:
         labels = None
         if self.compute_loss_func is not None:
             inputs, labels = split_labels(inputs, self.label_names)
+        if (self.model_accepts_loss_kwargs and num_items_in_batch is not None
+                and isinstance(inputs, Mapping)):
+            inputs = {**inputs, "num_items_in_batch": num_items_in_batch}
         outputs = model(**inputs) if isinstance(inputs, Mapping) else model(*inputs)
         if self.compute_loss_func is not None:
             loss = self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
@@ -170,9 +177,8 @@ class TrainingLoopMixin:
             logs: dict[str, Any] = {
                 "loss": tr_loss_scalar / (state.global_step - self._globalstep_last_logged)
             }
-            if self._last_grad_norm is not None:
-                logs["grad_norm"] = float(self._last_grad_norm)
-            logs["learning_rate"] = self.lr_scheduler.get_last_lr()[0]
+            logs["grad_norm"] = float(self._last_grad_norm)
+            logs["learning_rate"] = self._last_learning_rate
             self._total_loss_scalar += tr_loss_scalar
             self._globalstep_last_logged = state.global_step
             self.log(logs)
@@ -211,32 +217,6 @@ class TrainingLoopMixin:
         if summary:
             logger.warning(summary)
         return TrainOutput(state.global_step, train_loss, metrics)
-
-
-def takes_item_count(method: Callable[..., Any], positional: bool) -> bool:
-    """Whether an HF-style override takes ``num_items_in_batch`` (HF >= 4.46 passes it).
-
-    HF passes it to ``training_step`` as the third positional argument and to ``compute_loss``
-    by keyword; overrides written for older HF take two arguments and no such keyword.
-    """
-    try:
-        parameters = inspect.signature(method).parameters.values()
-    except (TypeError, ValueError):  # a builtin or C callable: assume the current signature
-        return True
-    names = {parameter.name for parameter in parameters}
-    kinds = {parameter.kind for parameter in parameters}
-    if "num_items_in_batch" in names or inspect.Parameter.VAR_KEYWORD in kinds:
-        return True
-    return positional and (len(names) >= 3 or inspect.Parameter.VAR_POSITIONAL in kinds)
-
-
-def _count_items(labels: Any) -> torch.Tensor | None:
-    """Labels that count (HF ignores -100, the padding index); None if there is no tensor."""
-    if isinstance(labels, tuple) and labels:
-        labels = labels[0]
-    if not isinstance(labels, torch.Tensor):
-        return None
-    return labels.ne(-100).sum()
 
 
 def _loss_of(outputs: Any) -> torch.Tensor:

@@ -31,7 +31,8 @@ from hooktrain.data import (
 from hooktrain.errors import ConfigError
 from hooktrain import distributed
 from hooktrain.evaluation import EvaluationMixin
-from hooktrain.loop import TrainingLoopMixin, takes_item_count
+from hooktrain.item_count import accepts_loss_kwargs, loss_shifts_labels, takes_item_count
+from hooktrain.loop import TrainingLoopMixin
 from hooktrain.optim import create_optimizer, create_scheduler
 from hooktrain.outputs import TrainOutput
 from hooktrain.plugins import (
@@ -67,7 +68,10 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
     whole accumulation group on this process (a tensor), and the function's loss is taken as
     already normalised over the group (a sum divided by it; a mean per micro-batch is not divided
     again, as in HF); in evaluation it is None. ``training_step`` / ``compute_loss`` overrides
-    get the count when their signature takes it (HF >= 4.46) and not otherwise.
+    get the count when their signature takes it (HF >= 4.46) and not otherwise. As in HF, a
+    model whose ``forward`` takes ``**kwargs`` (or whose ``accepts_loss_kwargs`` is true) is
+    called with ``num_items_in_batch`` too when the batch is a dict, and its loss is likewise
+    taken as normalised over the group.
     """
 
     def __init__(
@@ -106,6 +110,8 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
         self.current_gradient_accumulation_steps = 1
         self._training_step_takes_count = takes_item_count(self.training_step, positional=True)
         self._compute_loss_takes_count = takes_item_count(self.compute_loss, positional=False)
+        self.model_accepts_loss_kwargs = accepts_loss_kwargs(self.model)
+        self._loss_shifts_labels = loss_shifts_labels(self.model)
         self._exception_depth = 0
         self._state = TrainerState()
 
@@ -284,6 +290,7 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
         self._total_loss_scalar = 0.0
         self._globalstep_last_logged = 0
         self._last_grad_norm: Any = None
+        self._last_learning_rate = 0.0
 
         self.control.should_training_stop = False  # left set by an earlier train() (HF §1.6)
         checkpoint = self._resolve_resume(resume_from_checkpoint)
