@@ -8,6 +8,9 @@ causal language model (``num_items_in_batch`` given to ``forward``, labels count
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -85,7 +88,8 @@ def recorder(base: type) -> object:
     return callback
 
 
-def train(library: str, tmp_path, model, train_dataset, eval_dataset=None, **arguments):
+def train(library: str, tmp_path, model, train_dataset, eval_dataset=None, callbacks=(),
+          compute_metrics=None, **arguments):
     lib = LIBRARIES[library]
     arguments = {"output_dir": str(tmp_path / library), "report_to": "none",
                  "disable_tqdm": True, "logging_steps": 1, **arguments}
@@ -94,7 +98,8 @@ def train(library: str, tmp_path, model, train_dataset, eval_dataset=None, **arg
     callback = recorder(lib.TrainerCallback)
     trainer = lib.Trainer(model=model, args=lib.TrainingArguments(**arguments),
                           train_dataset=train_dataset, eval_dataset=eval_dataset,
-                          callbacks=[callback])
+                          callbacks=[callback, *(make(lib) for make in callbacks)],
+                          compute_metrics=compute_metrics)
     trainer.train()
     return trainer, callback.events
 
@@ -111,19 +116,56 @@ def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
     torch.testing.assert_close(a.state_dict(), b.state_dict(), rtol=0, atol=1e-6)
 
 
-def test_events_logs_and_weights_match_the_transformers_trainer(tmp_path):
+def mean_absolute_error(prediction) -> dict[str, float]:
+    return {"mae": float(np.abs(prediction.predictions - prediction.label_ids).mean())}
+
+
+def early_stopping(lib):
+    return lib.EarlyStoppingCallback(early_stopping_patience=2)
+
+
+SCENARIOS = {
+    "accumulation, shuffled epochs": dict(
+        per_device_train_batch_size=4, gradient_accumulation_steps=2, num_train_epochs=2,
+        eval_strategy="epoch", save_strategy="epoch", learning_rate=0.01),
+    "steps across epochs": dict(
+        max_steps=7, per_device_train_batch_size=4, eval_strategy="steps", eval_steps=3,
+        save_steps=2, logging_steps=2, logging_first_step=True),
+    "epoch logging": dict(
+        num_train_epochs=3, per_device_train_batch_size=8, logging_strategy="epoch",
+        eval_strategy="epoch", save_strategy="no"),
+    "best model at end": dict(
+        num_train_epochs=4, per_device_train_batch_size=4, eval_strategy="epoch",
+        save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="mae",
+        greater_is_better=False, save_total_limit=2, logging_steps=3),
+    "early stopping": dict(
+        num_train_epochs=10, per_device_train_batch_size=4, eval_strategy="steps", eval_steps=2,
+        save_steps=2, load_best_model_at_end=True, learning_rate=0.5, logging_steps=2,
+        callbacks=[early_stopping]),
+}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_events_logs_and_weights_match_the_transformers_trainer(tmp_path, scenario):
     runs = {
         library: train(library, tmp_path, Regressor(), Regression(20), Regression(8, seed=1),
-                       per_device_train_batch_size=4, gradient_accumulation_steps=2,
-                       num_train_epochs=2, eval_strategy="epoch", save_strategy="epoch",
-                       learning_rate=0.01)
+                       compute_metrics=mean_absolute_error, **SCENARIOS[scenario])
         for library in LIBRARIES
     }
     (ours, our_events), (theirs, their_events) = runs["hooktrain"], runs["transformers"]
     assert our_events == their_events
-    assert ("on_save", 3) in our_events and our_events[-1] == ("on_train_end", 6)
+    assert our_events[-1][0] == "on_train_end" and ("on_save" in dict(our_events)) == (
+        SCENARIOS[scenario].get("save_strategy") != "no")
     assert_same_logs(ours.state.log_history, theirs.state.log_history)
     assert_same_weights(ours.model, theirs.model)
+    assert (ours.state.best_metric, Path(ours.state.best_model_checkpoint or "-").name) == (
+        theirs.state.best_metric, Path(theirs.state.best_model_checkpoint or "-").name)
+    assert_same_logs([ours.evaluate()], [theirs.evaluate()])
+    kept = [sorted(p.name for p in Path(trainer.args.output_dir).glob("checkpoint-*"))
+            for trainer in (ours, theirs)]
+    assert kept[0] == kept[1]  # rotation keeps the same checkpoints, the best one included
+    if scenario == "early stopping":
+        assert ours.state.global_step < ours.state.max_steps
 
 
 def test_a_causal_lm_under_gradient_accumulation_trains_as_in_transformers(tmp_path):
