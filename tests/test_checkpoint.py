@@ -12,6 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -128,11 +129,15 @@ def test_training_args_are_json_not_pickle(finished_run):
 
 
 def test_loop_state_holds_the_running_loss_sums(finished_run):
-    out, _ = finished_run
+    out, trainer = finished_run
     data = json.loads((out / "checkpoint-8" / "hooktrain_state.json").read_text())
     assert isinstance(data, dict) and data
     for value in data.values():
         assert isinstance(value, (int, float))
+    last_log = [e for e in trainer.state.log_history if "grad_norm" in e][-1]
+    assert last_log["step"] == 8
+    assert data["last_grad_norm"] == pytest.approx(last_log["grad_norm"])
+    assert data["last_learning_rate"] == pytest.approx(last_log["learning_rate"])
 
 
 # ---- on_save -----------------------------------------------------------------------------------

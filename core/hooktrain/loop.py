@@ -177,7 +177,8 @@ class TrainingLoopMixin:
             logs: dict[str, Any] = {
                 "loss": tr_loss_scalar / (state.global_step - self._globalstep_last_logged)
             }
-            logs["grad_norm"] = float(self._last_grad_norm)
+            if self._last_grad_norm is not None:  # None: resumed from an older checkpoint
+                logs["grad_norm"] = float(self._last_grad_norm)
             logs["learning_rate"] = self._last_learning_rate
             self._total_loss_scalar += tr_loss_scalar
             self._globalstep_last_logged = state.global_step

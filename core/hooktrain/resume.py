@@ -50,6 +50,9 @@ class CheckpointMixin:
             "tr_loss": distributed.mean_over_processes(self._tr_loss).item(),
             "total_loss_scalar": self._total_loss_scalar,
             "globalstep_last_logged": self._globalstep_last_logged,
+            # what the next training log reports if it comes before another step
+            "last_grad_norm": None if self._last_grad_norm is None else float(self._last_grad_norm),
+            "last_learning_rate": self._last_learning_rate,
         }
         rng_states = distributed.gather_objects(ckpt.collect_rng_state())
         path = output_dir / f"{ckpt.PREFIX}-{step}"
@@ -108,6 +111,8 @@ class CheckpointMixin:
         self._tr_loss.fill_(loop["tr_loss"])
         self._total_loss_scalar = loop["total_loss_scalar"]
         self._globalstep_last_logged = loop["globalstep_last_logged"]
+        self._last_grad_norm = loop.get("last_grad_norm")  # absent from older checkpoints
+        self._last_learning_rate = loop.get("last_learning_rate", self._last_learning_rate)
         if self.args.restore_callback_states_from_checkpoint:
             plugin_state.restore(
                 self.plugin_manager.records(), saved.stateful_callbacks, self.control
