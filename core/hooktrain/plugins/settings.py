@@ -9,7 +9,8 @@ environment variable it falls back to::
 
     class MLflowPlugin:
         settings = MLflowSettings
-        def __init__(self, settings: MLflowSettings | None = None): ...
+        def __init__(self, settings: MLflowSettings | None = None):
+            self.config = settings or from_environment("mlflow", MLflowSettings)
 
 Precedence, highest first: command-line flag > TOML table > Python argument > environment >
 default (the first three arrive already merged in ``TrainingArguments.plugin_settings``).
@@ -22,9 +23,11 @@ import os
 import tomllib
 import types
 import typing
-from typing import Any
+from typing import Any, TypeVar
 
 from hooktrain.errors import ConfigError
+
+T = TypeVar("T")
 
 
 #: Keys hooktrain itself reads from every ``[plugins.<name>]`` table.
@@ -68,6 +71,19 @@ def resolve(plugin_name: str, cls: type, table: dict[str, Any]) -> Any:
         if env and os.environ.get(env) not in (None, ""):
             values[spec.name] = coerce(os.environ[env], hints[spec.name], f"{where} (from ${env})")
     return cls(**values)
+
+
+def from_environment(plugin_name: str, cls: type[T]) -> T:
+    """The settings of a plugin built by hand (``MLflowPlugin()``), outside any config file.
+
+    hooktrain resolves a plugin's settings only when it builds the plugin itself; a plugin built
+    in Python without settings must still honour its fields' environment variables (HF's
+    ``MLFLOW_TRACKING_URI`` and the like) and defaults, as it would from an empty
+    ``[plugins.<name>]`` table. A bad value is the same ``ConfigError`` as from the config.
+    A dataclass without ``__bool__`` or ``__len__`` is always truthy, so
+    ``settings or from_environment(...)`` keeps the settings a caller passed.
+    """
+    return resolve(plugin_name, cls, {})
 
 
 def coerce(value: Any, annotation: Any, where: str) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 
 from hooktrain import hookimpl
 from hooktrain.integration import SUMMARY_KEYS, NumericFilter, model_config, rewrite_key
+from hooktrain.plugins.settings import from_environment
 
 __all__ = ["ARGS_SECTION", "MODEL_SECTION", "ClearMLPlugin", "ClearMLSettings"]
 
@@ -55,11 +56,7 @@ class ClearMLPlugin:
     settings = ClearMLSettings
 
     def __init__(self, settings: ClearMLSettings | None = None) -> None:
-        if settings is None:  # built by hand: HF's environment variables still apply
-            from hooktrain.plugins.settings import resolve
-
-            settings = resolve("clearml", ClearMLSettings, {})
-        self.config = settings
+        self.config = settings or from_environment("clearml", ClearMLSettings)
         self.task: Any = None             # the open task
         self.task_id: str | None = None   # this trainer's task, open or closed
         self._owned = False               # False for a task that was running before train()

@@ -28,6 +28,7 @@ from typing import Any
 
 from hooktrain import hookimpl
 from hooktrain.errors import ConfigError
+from hooktrain.plugins.settings import from_environment
 
 __all__ = ["CodeCarbonPlugin", "CodeCarbonSettings"]
 
@@ -70,15 +71,11 @@ class CodeCarbonPlugin:
     settings = CodeCarbonSettings
 
     def __init__(self, settings: CodeCarbonSettings | None = None) -> None:
-        if settings is None:  # built by hand: codecarbon's environment variables still apply
-            from hooktrain.plugins.settings import resolve
-
-            settings = resolve("codecarbon", CodeCarbonSettings, {})
-        self.config = settings
+        self.config = settings or from_environment("codecarbon", CodeCarbonSettings)
         import codecarbon  # noqa: F401 - importing it sets its logger's level from the environment
 
         # before codecarbon reads its configuration, which it reports at INFO
-        logging.getLogger("codecarbon").setLevel(settings.log_level.upper())
+        logging.getLogger("codecarbon").setLevel(self.config.log_level.upper())
         #: The country every tracker uses (validated), or ``None`` for the world average.
         self.country_iso_code: str | None = self._country()
         #: The running tracker, between train begin and train end / an exception.

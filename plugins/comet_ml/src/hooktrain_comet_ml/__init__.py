@@ -25,6 +25,7 @@ from typing import Any
 from hooktrain import hookimpl
 from hooktrain.errors import ConfigError
 from hooktrain.integration import SUMMARY_KEYS, NumericFilter, rewrite_key, run_config, save_model
+from hooktrain.plugins.settings import from_environment
 
 __all__ = ["CometPlugin", "CometSettings"]
 
@@ -75,7 +76,7 @@ class CometPlugin:
     settings = CometSettings
 
     def __init__(self, settings: CometSettings | None = None) -> None:
-        self.config = settings or CometSettings()
+        self.config = settings or from_environment("comet_ml", CometSettings)
         self.mode = (self.config.mode or "").strip().lower() or None
         if self.mode not in (None, *MODES):
             raise ConfigError(

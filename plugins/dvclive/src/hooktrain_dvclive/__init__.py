@@ -21,6 +21,7 @@ from typing import Any
 from hooktrain import hookimpl
 from hooktrain.errors import ConfigError
 from hooktrain.integration import NumericFilter, rewrite_key, run_config, save_model
+from hooktrain.plugins.settings import from_environment
 
 __all__ = ["DVCLivePlugin", "DVCLiveSettings"]
 
@@ -61,11 +62,7 @@ class DVCLivePlugin:
 
     def __init__(self, settings: DVCLiveSettings | None = None, *, live: Any = None) -> None:
         os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-        if settings is None:  # built by hand: HF's environment variables still apply
-            from hooktrain.plugins.settings import resolve
-
-            settings = resolve("dvclive", DVCLiveSettings, {})
-        self.config = settings
+        self.config = settings or from_environment("dvclive", DVCLiveSettings)
         if live is not None:
             from dvclive import Live
 

@@ -30,6 +30,7 @@ from typing import Any
 from hooktrain import hookimpl
 from hooktrain.errors import ConfigError
 from hooktrain.integration import NumericFilter
+from hooktrain.plugins.settings import from_environment
 
 __all__ = ["KubeflowPlugin", "KubeflowSettings", "KubeflowStatusError"]
 
@@ -73,11 +74,7 @@ class KubeflowPlugin:
     settings = KubeflowSettings
 
     def __init__(self, settings: KubeflowSettings | None = None) -> None:
-        if settings is None:  # built by hand: the environment still applies
-            from hooktrain.plugins.settings import resolve
-
-            settings = resolve("kubeflow", KubeflowSettings, {})
-        self.config = settings
+        self.config = settings or from_environment("kubeflow", KubeflowSettings)
         self._numeric = NumericFilter("kubeflow")
         self._metrics: dict[str, int | float] = {}
         self._sender: _Sender | None = None

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 from hooktrain import hookimpl
 from hooktrain.errors import ConfigError
 from hooktrain.integration import NumericFilter, run_config, save_model
+from hooktrain.plugins.settings import from_environment
 
 __all__ = ["MLflowPlugin", "MLflowSettings", "metric_name"]
 
@@ -82,7 +83,7 @@ class MLflowPlugin:
     plugin_name = "mlflow"
 
     def __init__(self, settings: MLflowSettings | None = None) -> None:
-        self.config = settings or self.settings()
+        self.config = settings or from_environment(self.plugin_name, self.settings)
         self.run_id: str | None = None
         self.tracking_uri: str | None = None
         self.client: Any = None

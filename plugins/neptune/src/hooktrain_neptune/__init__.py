@@ -20,6 +20,7 @@ from hooktrain import __version__ as hooktrain_version
 from hooktrain import hookimpl
 from hooktrain.errors import ConfigError
 from hooktrain.integration import NumericFilter, rewrite_key, run_config
+from hooktrain.plugins.settings import from_environment
 
 __all__ = ["NeptunePlugin", "NeptuneSettings"]
 
@@ -90,11 +91,7 @@ class NeptunePlugin:
         # neptune reads these when first imported; bounded, unless the user chose otherwise
         os.environ.setdefault("NEPTUNE_REQUEST_TIMEOUT", "30")
         os.environ.setdefault("NEPTUNE_RETRIES_TIMEOUT", "30")
-        if settings is None:  # built by hand: neptune's environment variables still apply
-            from hooktrain.plugins.settings import resolve
-
-            settings = resolve("neptune", NeptuneSettings, {})
-        self.config = settings
+        self.config = settings or from_environment("neptune", NeptuneSettings)
         if run is not None:
             from neptune import Run
 

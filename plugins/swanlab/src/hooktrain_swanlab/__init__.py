@@ -26,6 +26,7 @@ from typing import Any
 from hooktrain import hookimpl
 from hooktrain.errors import ConfigError
 from hooktrain.integration import NumericFilter, rewrite_key, run_config, save_model
+from hooktrain.plugins.settings import from_environment
 
 __all__ = ["SwanLabPlugin", "SwanLabSettings"]
 
@@ -86,11 +87,7 @@ class SwanLabPlugin:
     settings = SwanLabSettings
 
     def __init__(self, settings: SwanLabSettings | None = None) -> None:
-        if settings is None:  # built by hand: HF's environment variables still apply
-            from hooktrain.plugins.settings import resolve
-
-            settings = resolve("swanlab", SwanLabSettings, {})
-        self.config = settings
+        self.config = settings or from_environment("swanlab", SwanLabSettings)
         #: The open ``swanlab.Run`` (``None`` before the first event that logs and after the end).
         self.run: Any = None
         #: The run's id: kept in checkpoints, reused by a resumed run or a later ``evaluate()``.

@@ -16,6 +16,7 @@ from typing import Any
 
 from hooktrain import hookimpl
 from hooktrain.integration import NumericFilter, default_run_dir, model_config, rewrite_key, run_config
+from hooktrain.plugins.settings import from_environment
 
 __all__ = ["TensorBoardPlugin", "TensorBoardSettings"]
 
@@ -38,7 +39,7 @@ class TensorBoardPlugin:
     settings = TensorBoardSettings
 
     def __init__(self, settings: TensorBoardSettings | None = None) -> None:
-        self.config = settings or TensorBoardSettings()
+        self.config = settings or from_environment("tensorboard", TensorBoardSettings)
         self.log_dir: Path | None = None
         self._writer: Any = None
         self._numeric = NumericFilter("tensorboard")

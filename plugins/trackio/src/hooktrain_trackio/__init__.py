@@ -25,6 +25,7 @@ from typing import Any
 from hooktrain import hookimpl
 from hooktrain.errors import ConfigError
 from hooktrain.integration import NumericFilter, rewrite_key, run_config, save_model
+from hooktrain.plugins.settings import from_environment
 
 __all__ = ["TrackioPlugin", "TrackioSettings"]
 
@@ -70,11 +71,7 @@ class TrackioPlugin:
     settings = TrackioSettings
 
     def __init__(self, settings: TrackioSettings | None = None) -> None:
-        if settings is None:  # built by hand: the environment still applies
-            from hooktrain.plugins.settings import resolve
-
-            settings = resolve("trackio", TrackioSettings, {})
-        self.config = settings
+        self.config = settings or from_environment("trackio", TrackioSettings)
         #: The open ``trackio.Run`` (``None`` before the first event that logs and after the end).
         self.run: Any = None
         #: ``{"project", "name", "id"}`` of the run: kept in checkpoints, reattached on resume.

@@ -21,6 +21,7 @@ from typing import Any
 
 from hooktrain import hookimpl
 from hooktrain.integration import SUMMARY_KEYS, NumericFilter, rewrite_key, run_config, save_model
+from hooktrain.plugins.settings import from_environment
 
 __all__ = ["WandbPlugin", "WandbSettings"]
 
@@ -80,7 +81,7 @@ class WandbPlugin:
     settings = WandbSettings
 
     def __init__(self, settings: WandbSettings | None = None) -> None:
-        self.config = settings or WandbSettings()
+        self.config = settings or from_environment("wandb", WandbSettings)
         self.log_model = _choice(self.config.log_model, LOG_MODEL_CHOICES, "log_model",
                                  "WANDB_LOG_MODEL")
         self.watch = _choice(self.config.watch, WATCH_CHOICES, "watch", "WANDB_WATCH")
