@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hooktrain import hookimpl
+from hooktrain.plugins.settings import from_environment
 
 
 @dataclass
@@ -55,7 +56,8 @@ class {cls}:
     settings = {cls}Settings
 
     def __init__(self, settings: {cls}Settings | None = None) -> None:
-        self.config = settings or {cls}Settings()
+        # built by hand (not from a config file): the environment variables still apply
+        self.config = settings or from_environment("{name}", {cls}Settings)
         self.records: list[dict[str, Any]] = []
         self._seen = 0
 
