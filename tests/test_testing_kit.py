@@ -7,7 +7,8 @@ import socket
 
 import pytest
 
-from hooktrain.testing import FailAtStep, HookRecorder, environment, run_training
+from hooktrain import TrainerCallback
+from hooktrain.testing import FailAtStep, HookRecorder, environment, find_plugin, run_training
 
 pytest_plugins = ["pytester"]
 
@@ -76,3 +77,46 @@ def test_fail_at_step_crashes_the_training_at_that_step(tmp_path) -> None:
         run_training(output_dir=tmp_path / "out",
                      plugins=[FailAtStep(3, KeyboardInterrupt, "stop here"), recorder])
     assert [call.global_step for call in recorder.of("on_step_end")] == [1, 2]
+
+
+class LoneLogger(TrainerCallback):
+    pass
+
+
+class TwinLogger(TrainerCallback):
+    pass
+
+
+class SubTwinLogger(TwinLogger):
+    pass
+
+
+def test_run_plugin_finds_the_one_plugin_by_class_or_by_name(tmp_path) -> None:
+    lone, twin = LoneLogger(), TwinLogger()
+    run = run_training(output_dir=tmp_path / "out", plugins=[twin, lone])
+    assert run.plugin(LoneLogger) is lone
+    assert run.plugin("LoneLogger") is lone
+    assert run.plugin(TwinLogger) is twin and run.plugin("TwinLogger") is twin
+    assert run.plugin(HookRecorder) is run.recorder
+    assert find_plugin(run.trainer, LoneLogger) is lone  # the same lookup for a bare Trainer
+    run.trainer.add_callback(lone)  # the same object twice is still one plugin
+    assert run.plugin(LoneLogger) is lone
+
+
+def test_run_plugin_names_the_wanted_class_and_those_present_when_none_or_two(tmp_path) -> None:
+    run = run_training(output_dir=tmp_path / "out", plugins=[TwinLogger(), SubTwinLogger()])
+    with pytest.raises(LookupError) as none:
+        run.plugin(LoneLogger)
+    message = str(none.value)
+    assert message.startswith("expected one LoneLogger plugin, found none among")
+    assert "TwinLogger, SubTwinLogger, HookRecorder" in message
+    with pytest.raises(LookupError, match="^expected one LoneLogger plugin, found none") as by_name:
+        run.plugin("LoneLogger")
+    assert "SubTwinLogger" in str(by_name.value)
+    two = "^expected one TwinLogger plugin, found 2 among .*: .*TwinLogger, SubTwinLogger"
+    with pytest.raises(LookupError, match=two):
+        run.plugin(TwinLogger)  # a subclass is an instance too
+    assert isinstance(run.plugin("TwinLogger"), TwinLogger)  # a name matches the class itself
+    assert type(run.plugin("TwinLogger")) is TwinLogger
+    with pytest.raises(TypeError, match="a class or a class name"):
+        run.plugin(TwinLogger())

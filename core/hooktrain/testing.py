@@ -12,7 +12,8 @@ Use it from plain code, or as an opt-in pytest plugin (like pytest's ``pytester`
 
 ``run_training`` trains :class:`TinyRegressor` for a few steps in a fresh output directory with
 a :class:`HookRecorder` registered last among the user plugins, and returns the trainer, the
-train output and the recorder.
+train output and the recorder; ``run.plugin(MyPlugin)`` (or ``run.plugin("MyPlugin")`` for a
+plugin switched on by ``report_to``) finds a plugin among the trainer's.
 """
 
 from __future__ import annotations
@@ -159,11 +160,41 @@ class HookRecorder:
         self.calls.clear()
 
 
+def find_plugin(trainer: Trainer, kind: type | str) -> Any:
+    """The one plugin of class ``kind`` among ``trainer.callbacks``.
+
+    ``kind`` is a class (matched with ``isinstance``) or a class name (matched with the plugin's
+    own ``type(plugin).__name__``), for a plugin loaded through its entry point whose class the
+    test does not import. The same object registered twice counts once. Raises
+    :class:`LookupError` naming ``kind`` and the classes present when there is none or several.
+    """
+    if isinstance(kind, str):
+        wanted, matches = kind, lambda plugin: type(plugin).__name__ == kind
+    elif isinstance(kind, type):
+        wanted, matches = kind.__name__, lambda plugin: isinstance(plugin, kind)
+    else:
+        raise TypeError(f"find_plugin wants a class or a class name, not {kind!r}")
+    plugins = list(trainer.callbacks)
+    found: list[Any] = []
+    for plugin in plugins:
+        if matches(plugin) and not any(plugin is seen for seen in found):
+            found.append(plugin)
+    if len(found) == 1:
+        return found[0]
+    present = ", ".join(type(plugin).__name__ for plugin in plugins) or "none"
+    raise LookupError(f"expected one {wanted} plugin, found {len(found) or 'none'} among the "
+                      f"trainer's callbacks: {present}")
+
+
 @dataclass
 class TrainingRun:
     trainer: Trainer
     output: TrainOutput
     recorder: HookRecorder
+
+    def plugin(self, kind: type | str) -> Any:
+        """The one plugin of class ``kind`` (a class or a class name); see :func:`find_plugin`."""
+        return find_plugin(self.trainer, kind)
 
 
 def run_training(

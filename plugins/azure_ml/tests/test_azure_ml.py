@@ -27,6 +27,7 @@ from hooktrain.testing import (
     FailAtStep,
     RegressionDataset,
     TinyRegressor,
+    find_plugin,
     logged_series,
     run_training,
     tiny_args,
@@ -103,13 +104,6 @@ def offline_said(caplog: pytest.LogCaptureFixture) -> int:
     return sum(OFFLINE_SAID in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain"))
 
 
-def the_plugin(trainer: Trainer):
-    from hooktrain_azure_ml import AzureMLPlugin
-
-    (plugin,) = [p for p in trainer.callbacks if isinstance(p, AzureMLPlugin)]
-    return plugin
-
-
 # ---- what is logged ----------------------------------------------------------------------------
 
 
@@ -121,7 +115,7 @@ def test_every_value_at_every_step_and_the_run_config(capsys, caplog) -> None:
                        eval_strategy="steps", eval_steps=4, logging_steps=2)
     got = read_offline(capsys.readouterr().out)
     history = run.trainer.state.log_history
-    plugin = the_plugin(run.trainer)
+    plugin = run.plugin("AzureMLPlugin")
 
     # every numeric value, in order, exactly (the offline run prints repr(float))
     assert got.metrics == expected_metrics(history)
@@ -154,14 +148,14 @@ def test_evaluate_before_and_after_train_log_to_the_same_run(capsys, caplog) -> 
     trainer = Trainer(TinyRegressor(), tiny_args("out", report_to=["azure_ml"]),
                       train_dataset=RegressionDataset(16), eval_dataset=RegressionDataset(8))
     before = trainer.evaluate()
-    run_id = the_plugin(trainer).run.id
+    run_id = find_plugin(trainer, "AzureMLPlugin").run.id
     trainer.train()
     after = trainer.evaluate()
     trainer.log({"note": "not a number", "custom": 3})
     trainer.log({"note": "still not", "custom": 4})
 
     got = read_offline(capsys.readouterr().out)
-    assert the_plugin(trainer).run.id == run_id and got.flushed == [run_id]
+    assert find_plugin(trainer, "AzureMLPlugin").run.id == run_id and got.flushed == [run_id]
     assert got.metrics["eval/loss"][0] == before["eval_loss"]
     assert got.metrics["eval/loss"][-1] == after["eval_loss"]
     assert got.metrics["train/custom"] == [3.0, 4.0] and "train/note" not in got.metrics
@@ -194,7 +188,7 @@ def test_a_resumed_run_is_the_same_run_and_its_metrics_continue(tmp_path: Path, 
     run = run_training(output_dir="out", report_to=["azure_ml"], resume_from_checkpoint=True,
                        **schedule)
     second = read_offline(capsys.readouterr().out)
-    assert the_plugin(run.trainer).run.id == run_id and second.flushed == [run_id]
+    assert run.plugin("AzureMLPlugin").run.id == run_id and second.flushed == [run_id]
     assert second.failed == [] and len(second.tags) == 1
 
     history = run.trainer.state.log_history  # steps <= 4 restored from the checkpoint
@@ -241,7 +235,7 @@ def test_allow_offline_false_switches_the_plugin_off_with_one_warning(capsys, ca
     assert run.output.global_step == 8 and run.trainer.callback_handler.faults == []
     warnings = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if "azure_ml" in r.getMessage()]
     assert len(warnings) == 1 and "allow_offline is false" in warnings[0]
-    assert the_plugin(run.trainer).state_dict() == {}
+    assert run.plugin("AzureMLPlugin").state_dict() == {}
 
 
 def test_settings_from_toml_command_line_and_python(tmp_path: Path, capsys) -> None:
@@ -254,7 +248,7 @@ def test_settings_from_toml_command_line_and_python(tmp_path: Path, capsys) -> N
         config, ["--plugins.azure_ml.timeout", "7"],
         plugin_settings={"azure_ml": {"log_params": True, "log_checkpoints": True}})
     trainer = Trainer(TinyRegressor(), args, train_dataset=RegressionDataset(16))
-    settings = the_plugin(trainer).config
+    settings = find_plugin(trainer, "AzureMLPlugin").config
     assert settings.timeout == 7.0  # command line > TOML
     assert settings.log_params is False  # TOML > Python argument
     assert settings.log_checkpoints is True  # Python argument > default

@@ -93,14 +93,8 @@ def expected_scalars(log_history: list[dict[str, Any]]) -> dict[str, dict[int, f
     return {name: dict(points) for name, points in logged_series(log_history).items()}
 
 
-def plugin_of(run):
-    """The ClearML plugin of a ``run_training`` result or of a ``Trainer``."""
-    from hooktrain_clearml import ClearMLPlugin
-
-    trainer = getattr(run, "trainer", run)
-    (plugin,) = [p for p in trainer.callbacks if isinstance(p, ClearMLPlugin)]
-    return plugin
-
-
 def session_of(run):
-    return read_session(plugin_of(run).task_id)
+    """The offline session of a ``run_training`` result's or a ``Trainer``'s ClearML task."""
+    from hooktrain.testing import find_plugin
+
+    return read_session(find_plugin(getattr(run, "trainer", run), "ClearMLPlugin").task_id)

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from clearmlfiles import expected_scalars, plugin_of, read_session, session_of, zip_members
+from clearmlfiles import expected_scalars, read_session, session_of, zip_members
 
 from hooktrain.integration import SUMMARY_KEYS
 from hooktrain.testing import RegressionDataset, TinyRegressor, logged_series, run_training
@@ -47,7 +47,7 @@ def test_hyperparameters_scalars_summary_and_status(tmp_path: Path) -> None:
     assert session.summary == {key: history[-1][key] for key in SUMMARY_KEYS}
     assert session.task["status"] == "completed"
     assert session.artifacts == {}
-    members = zip_members(plugin_of(run).task_id)  # what an import uploads
+    members = zip_members(run.plugin("ClearMLPlugin").task_id)  # what an import uploads
     assert json.loads(members["task.json"])["status"] == "completed"
     assert b"train_runtime" in members["metrics.jsonl"]
 
@@ -55,7 +55,7 @@ def test_hyperparameters_scalars_summary_and_status(tmp_path: Path) -> None:
 def test_the_task_id_is_kept_in_every_checkpoint(tmp_path: Path) -> None:
     run = run_training(output_dir="out", report_to=["clearml"], save_strategy="steps",
                        save_steps=4)
-    task_id = plugin_of(run).task_id
+    task_id = run.plugin("ClearMLPlugin").task_id
     assert task_id.startswith("offline-")
     for step in (4, 8):
         stored = json.loads((tmp_path / "out" / f"checkpoint-{step}" / "trainer_state.json")
@@ -67,7 +67,7 @@ def test_evaluate_and_predict_outside_train_log_to_the_same_task(tmp_path: Path)
     from clearml import Task
 
     run = run_training(output_dir="out", report_to=["clearml"], eval_strategy="no")
-    task_id = plugin_of(run).task_id
+    task_id = run.plugin("ClearMLPlugin").task_id
     metrics = run.trainer.evaluate()
     assert Task.current_task() is None, "closed again after evaluate()"
     prediction = run.trainer.predict(RegressionDataset(4, seed=2))
@@ -80,10 +80,10 @@ def test_evaluate_and_predict_outside_train_log_to_the_same_task(tmp_path: Path)
 
 def test_train_twice_on_one_trainer_makes_two_tasks(tmp_path: Path) -> None:
     run = run_training(output_dir="out", report_to=["clearml"])
-    first = plugin_of(run).task_id
+    first = run.plugin("ClearMLPlugin").task_id
     expected_first = expected_scalars(run.trainer.state.log_history)
     run.trainer.train()
-    second = plugin_of(run).task_id
+    second = run.plugin("ClearMLPlugin").task_id
     assert second != first
     assert read_session(first).scalars() == expected_first
     assert read_session(second).scalars() == expected_scalars(run.trainer.state.log_history)
@@ -125,7 +125,7 @@ def test_log_model_uploads_every_checkpoint(tmp_path: Path, monkeypatch) -> None
                  for p in checkpoint.rglob("*") if p.is_file()}
         assert "model.safetensors" in files
         assert session.artifact_files(f"checkpoint-{step}") == files
-    members = zip_members(plugin_of(run).task_id)
+    members = zip_members(run.plugin("ClearMLPlugin").task_id)
     assert sum(name.endswith("checkpoint-8.zip") for name in members) == 1
 
 

@@ -14,7 +14,6 @@ import pytest
 from clearmlfiles import (
     expected_scalars,
     offline_folder,
-    plugin_of,
     read_session,
     session_of,
     zip_members,
@@ -99,7 +98,7 @@ def test_a_resumed_run_continues_the_same_task(tmp_path: Path) -> None:
 
     run = run_training(output_dir="out", report_to=["clearml"], resume_from_checkpoint=True,
                        **schedule)
-    assert plugin_of(run).task_id == folder.name
+    assert run.plugin("ClearMLPlugin").task_id == folder.name
     assert [p for p in folder.parent.iterdir() if p.is_dir()] == [folder], "one task"
     session = read_session(folder.name)
     # steps 5-6 were reported twice; the resumed run's values win, as on the server
@@ -112,12 +111,12 @@ def test_a_resumed_run_continues_the_same_task(tmp_path: Path) -> None:
 def test_resuming_without_the_offline_session_starts_a_new_task(tmp_path: Path, caplog) -> None:
     run = run_training(output_dir="out", report_to=["clearml"], save_strategy="steps",
                        save_steps=4, num_train_epochs=1)
-    old = plugin_of(run).task_id
+    old = run.plugin("ClearMLPlugin").task_id
     shutil.rmtree(offline_folder(old))
     caplog.set_level(logging.WARNING, logger="hooktrain")
     run = run_training(output_dir="out", report_to=["clearml"], resume_from_checkpoint=True,
                        save_strategy="steps", save_steps=4)
-    assert plugin_of(run).task_id != old
+    assert run.plugin("ClearMLPlugin").task_id != old
     assert any(f"not continuing task {old}" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain"))
     assert session_of(run).scalars()["train/loss"].keys() == {6, 8}
 
@@ -132,7 +131,7 @@ def test_a_running_task_is_reused_and_left_open(tmp_path: Path) -> None:
     try:
         run = run_training(output_dir="out", report_to=["clearml"])
         assert Task.current_task() is task, "the owner's task stays open"
-        assert plugin_of(run).task_id == task.id
+        assert run.plugin("ClearMLPlugin").task_id == task.id
         with pytest.raises(RuntimeError, match="boom"):
             run_training(output_dir="out2", report_to=["clearml"], plugins=[FailAtStep(3)])
         assert Task.current_task() is task, "open after an exception too: its owner decides"

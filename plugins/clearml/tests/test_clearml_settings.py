@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from clearmlfiles import plugin_of, session_of
+from clearmlfiles import session_of
 
 from hooktrain import TrainerCallback
 from hooktrain.testing import run_training
@@ -54,7 +54,7 @@ def test_settings_win_over_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("CLEARML_LOG_MODEL", "1")
     run = run_training(output_dir="out", report_to=["clearml"], save_strategy="steps",
                        save_steps=8, plugin_settings={"clearml": {"log_model": False}})
-    assert plugin_of(run).config.log_model is False
+    assert run.plugin(ClearMLPlugin).config.log_model is False
     assert session_of(run).artifacts == {}
     assert ClearMLPlugin().config.log_model is True, "built by hand, the environment applies"
     for value, meaning in (("yes", True), ("ON", True), ("0", False), ("false", False)):
@@ -77,7 +77,7 @@ def test_no_credentials_means_offline_said_once(monkeypatch, caplog) -> None:
     said = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if "no ClearML credentials" in r.getMessage()]
     assert len(said) == 1 and "--import-offline-session" in said[0]
     for run in (first, second):
-        assert plugin_of(run).config.offline is None
+        assert run.plugin("ClearMLPlugin").config.offline is None
         assert session_of(run).scalars()["train/loss"]
 
 
@@ -174,7 +174,7 @@ def test_an_unreachable_server_switches_the_plugin_off_in_seconds(monkeypatch, s
     assert (fault.plugin.split()[0], fault.hook) == ("clearml", "on_train_begin")
     assert f"127.0.0.1:{port} did not answer within 1 s" in fault.error
     assert elapsed < 20
-    assert plugin_of(run).task is None and Task.current_task() is None
+    assert run.plugin("ClearMLPlugin").task is None and Task.current_task() is None
 
 
 def test_online_without_credentials_is_a_clear_error(monkeypatch) -> None:
@@ -193,4 +193,4 @@ def test_a_stub_task_from_clearml_is_a_clear_error(monkeypatch) -> None:
     assert run.output.global_step == 8, "checkpoints (with the plugin's state) still save"
     (fault,) = run.trainer.callback_handler.faults
     assert fault.hook == "on_train_begin" and "CLEARML_PROC_MASTER_ID" in fault.error
-    assert plugin_of(run).state_dict() == {"task_id": None}
+    assert run.plugin("ClearMLPlugin").state_dict() == {"task_id": None}

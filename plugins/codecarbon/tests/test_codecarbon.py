@@ -24,13 +24,6 @@ def read_rows(directory: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def the_plugin(run):
-    from hooktrain_codecarbon import CodeCarbonPlugin
-
-    (plugin,) = [p for p in run.trainer.callbacks if isinstance(p, CodeCarbonPlugin)]
-    return plugin
-
-
 def country_emissions(kwh: float, country: str | None) -> float:
     """What codecarbon's own offline model gives for ``kwh`` in ``country``."""
     from codecarbon.core.emissions import Emissions
@@ -50,7 +43,7 @@ def test_one_row_per_run_in_the_configured_country(tmp_path: Path, caplog) -> No
     run = run_training(output_dir="out", report_to=["codecarbon"],
                        plugin_settings={"codecarbon": {"country_iso_code": "fra",
                                                        "project_name": "tiny"}})
-    plugin = the_plugin(run)
+    plugin = run.plugin("CodeCarbonPlugin")
     (row,) = read_rows(tmp_path / "out" / "codecarbon")
 
     # a wrong country raises nothing in codecarbon: the columns say which one priced the kWh
@@ -192,11 +185,12 @@ def test_a_resumed_run_keeps_its_run_id(tmp_path: Path) -> None:
     assert rows[0] == first
     # like train_runtime, the summary's values cover this train() call (the CSV has them all)
     assert run.output.metrics["emissions_kg"] == float(rows[1]["emissions"])
-    assert rows[1]["run_id"] == first["run_id"] == the_plugin(run).state_dict()["run_id"]
+    plugin = run.plugin("CodeCarbonPlugin")
+    assert rows[1]["run_id"] == first["run_id"] == plugin.state_dict()["run_id"]
     # a fresh run in another directory is another run
     other = run_training(output_dir="other", report_to=["codecarbon"], plugin_settings=settings)
     assert read_rows(tmp_path / "other" / "codecarbon")[0]["run_id"] != first["run_id"]
-    assert the_plugin(other).state_dict()["run_id"] != first["run_id"]
+    assert other.plugin("CodeCarbonPlugin").state_dict()["run_id"] != first["run_id"]
 
 
 # ---- settings ---------------------------------------------------------------------------------
@@ -217,7 +211,7 @@ def test_settings_win_over_codecarbons_environment(tmp_path: Path, monkeypatch) 
                                                        "output_dir": "mine"}})
     (row,) = read_rows(tmp_path / "mine")
     assert (row["country_iso_code"], row["region"]) == ("CAN", "quebec")
-    assert the_plugin(run).config.country_iso_code == "CAN"
+    assert run.plugin(CodeCarbonPlugin).config.country_iso_code == "CAN"
     assert len(read_rows(tmp_path / "env-dir")) == 1
 
     assert CodeCarbonPlugin().country_iso_code == "DEU", "built by hand, the environment applies"
@@ -260,7 +254,7 @@ def test_a_failing_backend_mid_run_is_isolated(tmp_path: Path, caplog) -> None:
     assert [(f.plugin.split()[0], f.hook) for f in faults] == [("codecarbon", "on_pre_log")]
     assert "stopped without recording emissions" in faults[0].error
     assert sum("codecarbon" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 1
-    assert the_plugin(run).tracker is None
+    assert run.plugin("CodeCarbonPlugin").tracker is None
     assert "emissions_kg" not in run.trainer.state.log_history[-1]
     assert codecarbon_timers() == []
 
@@ -272,4 +266,4 @@ def test_an_unusable_output_directory_switches_the_plugin_off(tmp_path: Path) ->
     assert run.output.global_step == 8
     faults = run.trainer.callback_handler.faults
     assert [(f.plugin.split()[0], f.hook) for f in faults] == [("codecarbon", "on_init_end")]
-    assert the_plugin(run).tracker is None
+    assert run.plugin("CodeCarbonPlugin").tracker is None

@@ -131,7 +131,7 @@ def test_a_resumed_run_continues_the_same_experiment() -> None:
                        save_steps=4, resume_from_checkpoint=True)
 
     first, second = read_archives(ARCHIVES)
-    (plugin,) = [p for p in run.trainer.callbacks if type(p).__name__ == "CometPlugin"]
+    plugin = run.plugin("CometPlugin")
     assert first.key == second.key == plugin.experiment_key
     assert second.meta["resume_strategy"] == "get_or_create"  # appended to on upload
     assert (first.others["status"], second.others["status"]) == ("failed", "finished")

@@ -23,11 +23,6 @@ from hooktrain.testing import FailAtStep, TinyRegressor, logged_series, run_trai
 pytestmark = pytest.mark.timeout(120)
 
 
-def plugin_of(run: Any) -> Any:
-    (plugin,) = [p for p in run.trainer.callbacks if type(p).__name__ == "DagsHubPlugin"]
-    return plugin
-
-
 def history_by_metric(log_history: list[dict]) -> dict[str, list[tuple[int, float]]]:
     """What MLflow should hold: every numeric value of ``log_history`` under HF's key, by step."""
     return logged_series(log_history, name=lambda key: key)  # MLflow keeps HF's keys
@@ -78,7 +73,7 @@ def test_dagshub_init_then_mlflow_and_the_logger_files(dagshub: DagsHubStandIn,
                                 for _, p, a in mlflow_calls)
 
     client = MlflowClient(dagshub.tracking_uri)
-    stored = client.get_run(plugin_of(run).run_id)
+    stored = client.get_run(run.plugin("DagsHubPlugin").run_id)
     expected = history_by_metric(run.trainer.state.log_history)
     assert stored.info.status == "FINISHED"
     assert stored.data.params == {k: str(v) for k, v in run_config(run.trainer.args, model).items()}
@@ -106,7 +101,7 @@ def test_hf_style_tracking_uri_and_hf_dagshub_log_artifacts(
     run = run_training(output_dir=tmp_path / "out", report_to=["dagshub"])
 
     assert not [r for r in dagshub.requests if r[1].startswith("/api/v1/")]
-    client, run_id = MlflowClient(dagshub.tracking_uri), plugin_of(run).run_id
+    client, run_id = MlflowClient(dagshub.tracking_uri), run.plugin("DagsHubPlugin").run_id
     assert {a.path for a in client.list_artifacts(run_id, "dagshub")} == {
         "dagshub/metrics.csv", "dagshub/params.yml"}
     got = client.download_artifacts(run_id, "dagshub/metrics.csv", str(tmp_path / "a"))
@@ -154,7 +149,8 @@ def test_a_resumed_training_is_one_run_and_one_metrics_file(dagshub: DagsHubStan
     client = MlflowClient(dagshub.tracking_uri)
     runs = runs_in(client, "dh-resume")
 
-    assert [r.info.run_id for r in runs] == [plugin_of(first).run_id] == [plugin_of(second).run_id]
+    first_id, second_id = (run.plugin("DagsHubPlugin").run_id for run in (first, second))
+    assert [r.info.run_id for r in runs] == [first_id] == [second_id]
     assert runs[0].info.status == "FINISHED"
     history = history_by_metric(first.trainer.state.log_history + [
         e for e in second.trainer.state.log_history if e["step"] > 4])

@@ -247,14 +247,14 @@ def test_settings_win_over_the_environment(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("HF_DVCLIVE_LOG_MODEL", "all")
     run = run_training(output_dir="out", report_to=["dvclive"],
                        plugin_settings={"dvclive": {"dir": "elsewhere", "dvcyaml": False}})
-    (plugin,) = [p for p in run.trainer.callbacks if isinstance(p, DVCLivePlugin)]
+    plugin = run.plugin(DVCLivePlugin)
     assert plugin.config.log_model == "all"  # from the environment
     assert read_dir(tmp_path / "elsewhere")["plots"]["train/loss"]
     assert not (tmp_path / "out" / "dvclive").exists() and not (tmp_path / "dvc.yaml").exists()
 
     run = run_training(output_dir="out2", report_to=["dvclive"],
                        plugin_settings={"dvclive": {"log_model": "false"}})
-    (plugin,) = [p for p in run.trainer.callbacks if isinstance(p, DVCLivePlugin)]
+    plugin = run.plugin(DVCLivePlugin)
     assert plugin.config.log_model is False
     assert DVCLivePlugin().config.log_model == "all", "built by hand, the environment applies"
     for value, meaning in (("1", True), ("ON", True), ("0", False), ("ALL", "all")):

@@ -18,7 +18,6 @@ from flytekit.core.checkpointer import SyncCheckpoint
 
 from hooktrain import TrainerCallback
 from hooktrain.testing import TinyRegressor
-from hooktrain_flyte import FlytePlugin
 
 # ---- running code inside a real Flyte task ---------------------------------------------------
 
@@ -121,11 +120,6 @@ class Boom(TrainerCallback):
         self.state = state
         if state.global_step == self.at:
             raise RuntimeError("boom")
-
-
-def flyte_plugin(run: Any) -> FlytePlugin:
-    (plugin,) = [p for p in run.trainer.callbacks if isinstance(p, FlytePlugin)]
-    return plugin
 
 
 SAVING = {"report_to": ["flyte"], "save_strategy": "steps", "save_steps": 4}

@@ -11,7 +11,6 @@ from flytetasks import (
     Boom,
     as_text,
     files,
-    flyte_plugin,
     in_task,
     read_checkpoint,
     read_table,
@@ -19,7 +18,7 @@ from flytetasks import (
 )
 
 from hooktrain.testing import TinyRegressor, run_training
-from hooktrain_flyte import ARGUMENTS_DECK, LOG_HISTORY_DECK
+from hooktrain_flyte import ARGUMENTS_DECK, LOG_HISTORY_DECK, FlytePlugin
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,7 +38,7 @@ def test_log_history_deck_and_checkpoints_inside_a_task(tmp_path, attempt, flyte
 
     run, decks = in_task(body)
     history = run.trainer.state.log_history
-    assert flyte_plugin(run).in_task
+    assert run.plugin(FlytePlugin).in_task
     assert run.trainer.callback_handler.faults == []
 
     # the deck's table is log_history, every value in full, in order

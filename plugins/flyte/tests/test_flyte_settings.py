@@ -16,7 +16,6 @@ from flytetasks import (
     SAVING,
     as_text,
     files,
-    flyte_plugin,
     in_task,
     plain_task,
     read_table,
@@ -42,7 +41,7 @@ def test_outside_a_task_one_message_and_training_unaffected(tmp_path, caplog) ->
     assert len(messages) == 1 and messages[0].levelno == logging.WARNING
     assert "not inside a Flyte task" in messages[0].getMessage()
     for run in runs:
-        assert not flyte_plugin(run).in_task
+        assert not run.plugin(FlytePlugin).in_task
         assert run.trainer.callback_handler.faults == []
         assert run.trainer.state.log_history[:-1] == plain.trainer.state.log_history[:-1]
         assert files(tmp_path / "run0" / "checkpoint-8")["model.safetensors"] == files(
@@ -78,7 +77,7 @@ def test_settings_switch_each_part_off(tmp_path, attempt) -> None:
     run, decks = in_task(lambda: run_training(
         output_dir=tmp_path / "a", plugin_settings={"flyte": {"save_log_history": "false"}},
         **SAVING))
-    assert flyte_plugin(run).config.save_log_history is False
+    assert run.plugin(FlytePlugin).config.save_log_history is False
     assert LOG_HISTORY_DECK not in decks and ARGUMENTS_DECK not in decks
     assert files(location) == files(tmp_path / "a" / "checkpoint-8")
 
@@ -86,7 +85,7 @@ def test_settings_switch_each_part_off(tmp_path, attempt) -> None:
     run, decks = in_task(lambda: run_training(
         output_dir=tmp_path / "b", plugin_settings={"flyte": {"sync_checkpoints": False}},
         **SAVING))
-    assert flyte_plugin(run).config.sync_checkpoints is False
+    assert run.plugin(FlytePlugin).config.sync_checkpoints is False
     assert list(location.iterdir()) == []
     assert read_table(decks[LOG_HISTORY_DECK]) == as_text(run.trainer.state.log_history)
 
@@ -133,7 +132,7 @@ def test_entry_point_and_report_to_all_inside_a_task(tmp_path, attempt) -> None:
     assert ep.load() is FlytePlugin and ep.dist.name == "hooktrain-flyte"
     attempt(1)
     run, decks = in_task(lambda: run_training(output_dir=tmp_path / "out", report_to="all"))
-    assert flyte_plugin(run).in_task
+    assert run.plugin(FlytePlugin).in_task
     assert read_table(decks[LOG_HISTORY_DECK]) == as_text(run.trainer.state.log_history)
 
 

@@ -46,13 +46,6 @@ def train(**kwargs):
     return run_training(**kwargs)
 
 
-def plugin_of(trainer):
-    from hooktrain_kubeflow import KubeflowPlugin
-
-    (plugin,) = [p for p in trainer.callbacks if isinstance(p, KubeflowPlugin)]
-    return plugin
-
-
 def latest_values(log_history: list[dict], up_to: float = math.inf) -> dict[str, float]:
     """The last value of every numeric key logged at a step <= up_to."""
     latest: dict[str, float] = {}

@@ -12,8 +12,7 @@ import socket
 import time
 
 import pytest
-from kubeflowtraining import (INTERVAL, Pace, configure, latest_values, logged_metrics, plugin_of,
-                              train)
+from kubeflowtraining import INTERVAL, Pace, configure, latest_values, logged_metrics, train
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,7 +34,7 @@ def test_a_slow_server_does_not_slow_training(monkeypatch, pki, token_file, stat
     logs = len(run.trainer.state.log_history)
     assert took < baseline + 1.0, (took, baseline)
     assert took < 2.0 * logs / 4, (took, logs)  # blocking would cost 2 s per log
-    assert plugin_of(run.trainer).wait(15)
+    assert run.plugin("KubeflowPlugin").wait(15)
     # the start went out at once; everything during its 2 s in flight was superseded by the end
     progress = [r.status["progressPercentage"] for r in server.received]
     assert len(progress) <= 2 and progress[-1] == 100 and progress[0] < 100, progress
@@ -53,7 +52,7 @@ def test_a_server_that_is_down_does_not_slow_training(monkeypatch, pki, token_fi
     assert took < baseline + 0.4 + 1.0, (took, baseline)
     assert run.output.global_step == 8
     assert run.trainer.callback_handler.faults == []
-    assert plugin_of(run.trainer).wait(10)
+    assert run.plugin("KubeflowPlugin").wait(10)
     warnings = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "could not post the training status" in warnings[0]
     assert "ConnectionRefusedError" in warnings[0]
@@ -67,7 +66,7 @@ def test_a_server_slower_than_the_timeout_costs_one_warning(
     took, run = timed_train(plugin_settings={"kubeflow": {"interval": INTERVAL, "timeout": 0.3}})
     assert took < 1.5 and run.trainer.callback_handler.faults == []
     start = time.monotonic()
-    assert plugin_of(run.trainer).wait(5)
+    assert run.plugin("KubeflowPlugin").wait(5)
     assert time.monotonic() - start < 2 * 0.3 + 1.0  # in flight, then the final one: both bounded
     messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("hooktrain") if "kubeflow" in r.getMessage()]
     assert [level for level, _ in messages] == ["WARNING", "INFO"], messages
@@ -81,7 +80,7 @@ def test_a_server_error_is_retried_with_the_latest_status(
     configure(monkeypatch, server, pki, token_file)
     caplog.set_level(logging.INFO, logger="hooktrain")
     run = train(plugins=[Pace(0.06)])
-    assert plugin_of(run.trainer).wait(10)
+    assert run.plugin("KubeflowPlugin").wait(10)
     assert run.trainer.callback_handler.faults == []
     assert len(server.received) >= 3 and server.received[-1].status["progressPercentage"] == 100
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if "kubeflow" in r.getMessage()]

@@ -12,8 +12,7 @@ import time
 
 import pytest
 from hooktrain.testing import FailAtStep
-from kubeflowtraining import (INTERVAL, Pace, configure, latest_values, logged_metrics, plugin_of,
-                              train)
+from kubeflowtraining import INTERVAL, Pace, configure, latest_values, logged_metrics, train
 from status_server import STATUS_PATH, TOKEN, Received, StatusServer, check_body
 
 pytestmark = pytest.mark.timeout(120)
@@ -35,7 +34,7 @@ def test_progress_eta_and_metrics_over_https(monkeypatch, pki, token_file, statu
     server = status_server()
     configure(monkeypatch, server, pki, token_file)
     run = train(plugins=[Pace(0.06)], logging_steps=1, eval_strategy="steps", eval_steps=4)
-    assert plugin_of(run.trainer).wait(10)
+    assert run.plugin("KubeflowPlugin").wait(10)
     history = run.trainer.state.log_history
     got = server.received
 
@@ -87,8 +86,8 @@ def test_superseded_progress_is_dropped_and_nothing_else(
     server = status_server()
     configure(monkeypatch, server, pki, token_file)
     run = train(plugin_settings={}, eval_strategy="steps", eval_steps=2)
-    assert plugin_of(run.trainer).wait(10)
-    assert plugin_of(run.trainer).config.interval == 5.0
+    assert run.plugin("KubeflowPlugin").wait(10)
+    assert run.plugin("KubeflowPlugin").config.interval == 5.0
     # the start (or, should the sender thread be slow to run, a later step's status), the end
     progress = [r.status["progressPercentage"] for r in server.received]
     assert len(progress) <= 2 and progress[-1] == 100 and progress[0] < 100, progress
@@ -99,7 +98,7 @@ def test_evaluate_after_train_posts_nothing_more(monkeypatch, pki, token_file, s
     server = status_server()
     configure(monkeypatch, server, pki, token_file)
     run = train()
-    plugin = plugin_of(run.trainer)
+    plugin = run.plugin("KubeflowPlugin")
     assert plugin.wait(10)
     count = len(server.received)
     run.trainer.evaluate()
@@ -126,7 +125,7 @@ def test_a_resumed_run_continues_the_progress(monkeypatch, pki, token_file, stat
     server.received.clear()
     run = train(plugins=[Pace(0.02)], resume_from_checkpoint=True, save_strategy="steps",
                 save_steps=4)
-    assert plugin_of(run.trainer).wait(10)
+    assert run.plugin("KubeflowPlugin").wait(10)
     history = run.trainer.state.log_history
     first, final = server.received[0], server.received[-1]
     assert first.metrics["current_step"] == "4"  # resumed at the checkpoint's step

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from hooktrain.errors import ConfigError
-from kubeflowtraining import INTERVAL, configure, plugin_of, train
+from kubeflowtraining import INTERVAL, configure, train
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -38,7 +38,7 @@ def test_no_url_switches_the_plugin_off_with_one_warning(caplog, token_file, mon
     warnings = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "KUBEFLOW_TRAINER_SERVER_URL" in warnings[0], warnings
     assert run.trainer.callback_handler.faults == []
-    assert plugin_of(run.trainer).wait(0)
+    assert run.plugin("KubeflowPlugin").wait(0)
 
 
 def test_hfs_disable_variable_is_honoured(monkeypatch, pki, token_file, status_server, caplog):
@@ -48,7 +48,7 @@ def test_hfs_disable_variable_is_honoured(monkeypatch, pki, token_file, status_s
     caplog.set_level(logging.INFO, logger="hooktrain")
     run = train()
     time.sleep(3 * INTERVAL)
-    assert server.received == [] and plugin_of(run.trainer).config.disabled is True
+    assert server.received == [] and run.plugin("KubeflowPlugin").config.disabled is True
     assert not [r for r in caplog.records if r.name.startswith("hooktrain") if r.levelno >= logging.WARNING]
 
 
@@ -60,7 +60,7 @@ def test_installed_entry_point_and_report_to_all(caplog) -> None:
     (ep,) = [e for e in entry_points(group="hooktrain.plugins") if e.name == "kubeflow"]
     assert ep.load() is KubeflowPlugin and ep.dist.name == "hooktrain-kubeflow"
     run = train(report_to="all", plugin_settings={})
-    assert plugin_of(run.trainer).config.url is None  # outside a TrainJob: switched off
+    assert run.plugin(KubeflowPlugin).config.url is None  # outside a TrainJob: switched off
     assert run.output.global_step == 8
 
 
@@ -74,7 +74,7 @@ def test_settings_win_over_the_environment(monkeypatch, pki, token_file, status_
     configure(monkeypatch, None, pki, token_file, url="https://unused.invalid/status")
     run = train(plugin_settings={"kubeflow": {"url": server.url, "interval": 0.5,
                                               "timeout": 2}})
-    plugin = plugin_of(run.trainer)
+    plugin = run.plugin(KubeflowPlugin)
     assert plugin.wait(10)
     assert (plugin.config.url, plugin.config.interval, plugin.config.timeout) == (
         server.url, 0.5, 2.0)

@@ -20,11 +20,6 @@ from hooktrain.testing import FailAtStep, TinyRegressor, logged_series, run_trai
 pytestmark = pytest.mark.timeout(120)
 
 
-def plugin_of(run: Any) -> Any:
-    (plugin,) = [p for p in run.trainer.callbacks if type(p).__name__ == "MLflowPlugin"]
-    return plugin
-
-
 def history_by_metric(log_history: list[dict]) -> dict[str, list[tuple[int, float]]]:
     """What MLflow should hold: every numeric value of ``log_history`` under HF's key, by step."""
     return logged_series(log_history, name=lambda key: key)  # MLflow keeps HF's keys
@@ -69,7 +64,7 @@ def test_parameters_and_every_metric_at_every_step_reach_the_server(
                                                    "experiment_name": "main",
                                                    "tags": {"team": "nlp"}}})
     client = MlflowClient(mlflow_server)
-    stored = client.get_run(plugin_of(run).run_id)
+    stored = client.get_run(run.plugin("MLflowPlugin").run_id)
 
     assert stored.info.status == "FINISHED"
     assert [r.info.run_id for r in runs_in(client, "main")] == [stored.info.run_id]
@@ -93,7 +88,7 @@ def test_checkpoints_and_final_model_are_artifacts(mlflow_server: str, tmp_path:
     monkeypatch.setenv("HF_MLFLOW_LOG_ARTIFACTS", "true")
     run = run_training(output_dir=tmp_path / "out", report_to=["mlflow"], save_strategy="steps",
                        save_steps=4, plugin_settings={"mlflow": {"log_model": True}})
-    client, run_id = MlflowClient(mlflow_server), plugin_of(run).run_id
+    client, run_id = MlflowClient(mlflow_server), run.plugin("MLflowPlugin").run_id
 
     assert {a.path for a in client.list_artifacts(run_id)} == {
         "checkpoint-4", "checkpoint-8", "model"}
@@ -119,7 +114,7 @@ def test_environment_variables_keep_hf_meaning_on_a_sqlite_store(
     caplog.set_level(logging.WARNING, logger="hooktrain")
     run = run_training(output_dir=Path("out"), report_to=["mlflow"], model=model)
     client = MlflowClient(sqlite_store)
-    stored = client.get_run(plugin_of(run).run_id)
+    stored = client.get_run(run.plugin("MLflowPlugin").run_id)
 
     assert client.get_experiment(stored.info.experiment_id).name == "from-env"
     assert {"source": "env", "n": "1"}.items() <= stored.data.tags.items()
@@ -140,7 +135,7 @@ def test_environment_variables_keep_hf_meaning_on_a_sqlite_store(
     monkeypatch.setenv("MLFLOW_MAX_LOG_PARAMS", "5")
     run = run_training(output_dir=Path("out2"), report_to=["mlflow"],
                        plugin_settings={"mlflow": {"experiment_name": "from-setting"}})
-    stored = client.get_run(plugin_of(run).run_id)
+    stored = client.get_run(run.plugin("MLflowPlugin").run_id)
     assert len(stored.data.params) == 5
     assert client.get_experiment(stored.info.experiment_id).name == "from-setting"  # setting wins
 
@@ -158,7 +153,7 @@ def test_no_tracking_uri_logs_to_the_local_default_and_says_so_once(
 
     notes = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if "no tracking URI" in r.getMessage()]
     assert len(notes) == 1 and f"sqlite:///{tmp_path}/mlflow.db" in notes[0]
-    stored = MlflowClient("sqlite:///mlflow.db").get_run(plugin_of(run).run_id)
+    stored = MlflowClient("sqlite:///mlflow.db").get_run(run.plugin("MLflowPlugin").run_id)
     assert stored.info.status == "FINISHED" and stored.data.metrics["train_loss"]
 
 
@@ -188,7 +183,8 @@ def test_a_resumed_training_continues_the_same_run(mlflow_server: str, tmp_path:
     client = MlflowClient(mlflow_server)
     runs = runs_in(client, "resume")
 
-    assert [r.info.run_id for r in runs] == [plugin_of(first).run_id] == [plugin_of(second).run_id]
+    first_id, second_id = (run.plugin("MLflowPlugin").run_id for run in (first, second))
+    assert [r.info.run_id for r in runs] == [first_id] == [second_id]
     assert runs[0].info.status == "FINISHED"
     assert second.output.global_step == 8
     history = first.trainer.state.log_history + [
@@ -211,10 +207,10 @@ def test_a_resume_whose_run_is_not_in_the_store_starts_a_new_run(
                           resume_from_checkpoint=True,
                           plugin_settings={"mlflow": {"tracking_uri": sqlite_store}})
 
-    assert plugin_of(second).run_id != plugin_of(first).run_id
-    assert any(f"checkpoint's run {plugin_of(first).run_id} is not in" in r.getMessage()
+    assert second.plugin("MLflowPlugin").run_id != first.plugin("MLflowPlugin").run_id
+    assert any(f"checkpoint's run {first.plugin('MLflowPlugin').run_id} is not in" in r.getMessage()
                for r in caplog.records if r.name.startswith("hooktrain"))
-    stored = MlflowClient(sqlite_store).get_run(plugin_of(second).run_id)
+    stored = MlflowClient(sqlite_store).get_run(second.plugin("MLflowPlugin").run_id)
     assert stored.info.status == "FINISHED" and stored.data.metrics["train_loss"]
 
 
@@ -226,11 +222,12 @@ def test_active_nested_and_given_runs(mlflow_server: str, monkeypatch: pytest.Mo
     client = MlflowClient(mlflow_server)
     with mlflow.start_run() as outer:  # HF: a run the user opened around train() is used
         run = run_training(output_dir=Path("a"), report_to=["mlflow"])
-        assert plugin_of(run).run_id == outer.info.run_id
+        assert run.plugin("MLflowPlugin").run_id == outer.info.run_id
         assert client.get_run(outer.info.run_id).info.status == "RUNNING"  # theirs to end
 
         monkeypatch.setenv("MLFLOW_NESTED_RUN", "true")
-        child = plugin_of(run_training(output_dir=Path("b"), report_to=["mlflow"])).run_id
+        inner = run_training(output_dir=Path("b"), report_to=["mlflow"])
+        child = inner.plugin("MLflowPlugin").run_id
         stored = client.get_run(child)
         assert stored.data.tags["mlflow.parentRunId"] == outer.info.run_id
         assert stored.info.status == "FINISHED"
@@ -240,7 +237,7 @@ def test_active_nested_and_given_runs(mlflow_server: str, monkeypatch: pytest.Mo
     given = client.create_run("0").info.run_id
     monkeypatch.setenv("MLFLOW_RUN_ID", given)
     run = run_training(output_dir=Path("c"), report_to=["mlflow"])
-    assert plugin_of(run).run_id == given
+    assert run.plugin("MLflowPlugin").run_id == given
     assert client.get_run(given).info.status == "FINISHED"
     assert client.get_run(given).data.metrics["train_loss"] == run.output.training_loss
 

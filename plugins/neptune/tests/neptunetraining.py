@@ -19,12 +19,5 @@ def train(settings: dict[str, Any] | None = None, **kwargs: Any):
     return run_training(plugin_settings={"neptune": table}, **kwargs)
 
 
-def plugin_of(run: Any) -> Any:
-    from hooktrain_neptune import NeptunePlugin
-
-    (plugin,) = [p for p in run.trainer.callbacks if isinstance(p, NeptunePlugin)]
-    return plugin
-
-
 def offline_messages(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if "logging offline" in r.getMessage()]

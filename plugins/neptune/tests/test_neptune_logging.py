@@ -16,7 +16,7 @@ import hooktrain
 from hooktrain.testing import TinyRegressor, run_training
 
 from neptunefiles import expected_series, metric_series, offline_runs
-from neptunetraining import FAST, offline_messages, plugin_of, train
+from neptunetraining import FAST, offline_messages, train
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -55,7 +55,7 @@ def test_parameters_and_every_metric_at_every_step(tmp_path: Path, caplog, said_
         assert series[f"finetuning/train/{key}"] == [(8, final[key])]
     assert not got.files, "checkpoints are uploaded only on request"
 
-    plugin = plugin_of(run)
+    plugin = run.plugin("NeptunePlugin")
     assert plugin.run.get_state() == "stopped"
     assert plugin.state_dict() == {"mode": "offline", "sys_id": None, "custom_run_id": None}
     (message,) = offline_messages(caplog)
@@ -77,7 +77,8 @@ def test_debug_mode_through_neptunes_fetch_api(tmp_path: Path, monkeypatch, stop
     expected = expected_series(run.trainer.state.log_history)
     assert snapshot["series"] == {k: [v for _, v in points] for k, points in expected.items()}
     assert snapshot["seconds"] == 60.0
-    assert plugin_of(run).mode == "debug" and plugin_of(run).sys_id is None
+    plugin = run.plugin("NeptunePlugin")
+    assert plugin.mode == "debug" and plugin.sys_id is None
     assert not (tmp_path / ".neptune" / "offline").exists() and not offline_messages(caplog)
 
 

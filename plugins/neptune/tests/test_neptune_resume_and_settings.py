@@ -16,7 +16,7 @@ from hooktrain import hookimpl
 from hooktrain.testing import FailAtStep, run_training
 
 from neptunefiles import expected_series, metric_series, offline_runs
-from neptunetraining import offline_messages, plugin_of, train
+from neptunetraining import offline_messages, train
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -132,7 +132,7 @@ def test_settings_win_over_the_environment(tmp_path: Path, monkeypatch, caplog,
     assert (built.config.mode, built.config.project) == ("debug", "env/project")
 
     run = train(settings={"mode": "offline", "base_namespace": "", "name": "chosen"})
-    plugin = plugin_of(run)
+    plugin = run.plugin(NeptunePlugin)
     assert (plugin.config.mode, plugin.config.project) == ("offline", "env/project")
     (got,) = offline_runs(tmp_path)
     assert got.fields["sys/name"] == "chosen"
@@ -143,7 +143,7 @@ def test_settings_win_over_the_environment(tmp_path: Path, monkeypatch, caplog,
     monkeypatch.delenv("NEPTUNE_PROJECT")
     monkeypatch.setenv("NEPTUNE_MODE", "async")
     monkeypatch.setenv("NEPTUNE_API_TOKEN", "token")
-    assert plugin_of(train(output_dir="out2")).mode == "offline"
+    assert train(output_dir="out2").plugin(NeptunePlugin).mode == "offline"
     (message,) = offline_messages(caplog)
     assert "no NEPTUNE_PROJECT;" in message
 
@@ -155,8 +155,8 @@ def test_settings_win_over_the_environment(tmp_path: Path, monkeypatch, caplog,
         train(settings={"init_run": {"with_id": "X-1", "mode": "debug", "tags": ["a"]}})
     assert NeptunePlugin().config.log_checkpoints is None
     monkeypatch.setenv("NEPTUNE_MODE", "")
-    assert plugin_of(train(output_dir="out3", settings={"log_checkpoints": "None"})
-                     ).config.log_checkpoints is None
+    run = train(output_dir="out3", settings={"log_checkpoints": "None"})
+    assert run.plugin(NeptunePlugin).config.log_checkpoints is None
 
 
 def test_network_bounds_are_set_unless_chosen(monkeypatch) -> None:
@@ -180,7 +180,7 @@ def test_installed_entry_point_and_report_to_all(tmp_path: Path) -> None:
     (ep,) = [e for e in entry_points(group="hooktrain.plugins") if e.name == "neptune"]
     assert ep.load() is NeptunePlugin and ep.dist.name == "hooktrain-neptune"
     run = run_training(output_dir="out", report_to="all")
-    assert plugin_of(run).run.get_state() == "stopped"
+    assert run.plugin(NeptunePlugin).run.get_state() == "stopped"
     (got,) = offline_runs(tmp_path)
     assert metric_series(got) == expected_series(run.trainer.state.log_history)
     assert any(k.startswith("monitoring/") for k in got.fields)

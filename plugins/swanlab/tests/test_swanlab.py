@@ -90,13 +90,6 @@ def state(name: str) -> int:
     return RunState.Value(name)
 
 
-def the_plugin(run):
-    from hooktrain_swanlab import SwanLabPlugin
-
-    (plugin,) = [p for p in run.trainer.callbacks if isinstance(p, SwanLabPlugin)]
-    return plugin
-
-
 # ---- what is logged --------------------------------------------------------------------------
 
 
@@ -116,7 +109,7 @@ def test_config_metrics_and_finished_state_match_the_log_history(tmp_path: Path)
             "train/train_runtime", "train/total_flos"} <= set(got["scalars"])
     assert got["start"].name == "out"                   # args.run_name, i.e. output_dir
     assert got["start"].project == tmp_path.name        # swanlab's (and HF's) default
-    assert got["start"].id == the_plugin(run).run_id
+    assert got["start"].id == run.plugin("SwanLabPlugin").run_id
     assert got["finish"].state == state("RUN_STATE_FINISHED")
 
 
@@ -132,7 +125,7 @@ def test_the_offline_fallback_is_chosen_without_a_key_and_said_once(
     notices = [r for r in caplog.records if r.name.startswith("hooktrain") if "no API key configured" in r.getMessage()]
     assert len(notices) == 1 and "offline" in notices[0].getMessage()
     assert [read_run(d)["start"].id for d in run_dirs(tmp_path / "swanlog")] == \
-        [the_plugin(run).run_id] * 2
+        [run.plugin("SwanLabPlugin").run_id] * 2
 
 
 def test_an_api_key_selects_the_cloud_and_an_explicit_mode_wins(monkeypatch) -> None:
@@ -163,12 +156,13 @@ def test_evaluate_after_train_continues_the_same_run(tmp_path: Path) -> None:
     metrics = run.trainer.evaluate()  # reopens the run (same id) and leaves it open
     # a new Trainer finishes that leftover instead of adopting it as a run of the user's
     other = run_training(output_dir="out2", report_to=["swanlab"])
-    first_id = the_plugin(run).run_id
+    first_id = run.plugin("SwanLabPlugin").run_id
     run.trainer.train()  # train() again, not resuming: a new run, not the first one continued
     first, again, second, third = (read_run(d) for d in run_dirs(tmp_path / "swanlog"))
     assert first["start"].id == again["start"].id == first_id
-    assert second["start"].id == the_plugin(other).run_id != first_id
-    assert third["start"].id == the_plugin(run).run_id not in (first_id, second["start"].id)
+    assert second["start"].id == other.plugin("SwanLabPlugin").run_id != first_id
+    third_id = run.plugin("SwanLabPlugin").run_id
+    assert third["start"].id == third_id not in (first_id, second["start"].id)
     assert third["scalars"] == expected_scalars(run.trainer.state.log_history)
     assert again["scalars"] == {"eval/loss": {8: metrics["eval_loss"]},
                                 "eval/runtime": {8: metrics["eval_runtime"]},
@@ -224,7 +218,7 @@ def test_a_resumed_run_continues_the_same_run_id(tmp_path: Path) -> None:
     first, resumed = (read_run(d) for d in run_dirs(tmp_path / "swanlog"))
     # one run id; offline, each attempt writes its own directory and `swanlab sync` of both
     # continues one cloud experiment (it syncs with resume="allow" on the recorded id)
-    assert first["start"].id == resumed["start"].id == run_id == the_plugin(run).run_id
+    assert first["start"].id == resumed["start"].id == run_id == run.plugin("SwanLabPlugin").run_id
     assert resumed["start"].resume == ResumeMode.RESUME_MODE_ALLOW
     assert first["finish"].state == state("RUN_STATE_CRASHED")
     assert resumed["finish"].state == state("RUN_STATE_FINISHED")
@@ -290,7 +284,7 @@ def test_settings_win_over_the_environment_and_the_environment_over_defaults(
         "project": "from-settings", "log_dir": "set-logs", "name": "named", "mode": "OFFLINE"}})
     got = only_run(tmp_path / "set-logs")
     assert (got["start"].project, got["start"].name) == ("from-settings", "named")
-    assert the_plugin(run).config.mode == "offline"
+    assert run.plugin(SwanLabPlugin).config.mode == "offline"
 
     monkeypatch.setenv("SWANLAB_MODE", "disabled")
     run_training(output_dir="out3", report_to=["swanlab"])

@@ -23,7 +23,7 @@ import pytest
 
 from hooktrain import TrainerCallback
 from hooktrain.integration import rewrite_key, save_model
-from hooktrain.testing import FailAtStep, TinyRegressor, run_training
+from hooktrain.testing import FailAtStep, TinyRegressor, find_plugin, run_training
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,14 +53,6 @@ def expected_rows(log_history: list[dict], after: int = -1) -> list[tuple[int, d
     return expected
 
 
-def the_plugin(run_or_trainer):
-    from hooktrain_trackio import TrackioPlugin
-
-    trainer = getattr(run_or_trainer, "trainer", run_or_trainer)
-    (plugin,) = [p for p in trainer.callbacks if isinstance(p, TrackioPlugin)]
-    return plugin
-
-
 def trackio_run(project: str, run_id: str):
     import trackio
 
@@ -88,7 +80,7 @@ def test_config_and_every_metric_row_match_the_log_history(project: str) -> None
                        eval_strategy="steps", eval_steps=4, logging_steps=2,
                        plugin_settings={"trackio": {"project": project, "group": "grid"}})
     history = run.trainer.state.log_history
-    identity = the_plugin(run).identity
+    identity = run.plugin("TrackioPlugin").identity
     assert identity["project"] == project and identity["name"] == "out"  # args.run_name
 
     got = rows(project, identity["id"])
@@ -107,7 +99,7 @@ def test_config_and_every_metric_row_match_the_log_history(project: str) -> None
 
 def test_the_default_project_is_hfs(tmp_path: Path) -> None:
     run = run_training(output_dir="out", report_to=["trackio"], run_name="default-project")
-    identity = the_plugin(run).identity
+    identity = run.plugin("TrackioPlugin").identity
     assert identity["project"] == "huggingface" and identity["name"] == "default-project"
     assert rows("huggingface", identity["id"]) == expected_rows(run.trainer.state.log_history)
 
@@ -123,7 +115,7 @@ def test_evaluate_before_and_after_train_log_into_the_run(project: str) -> None:
     trainer.train()
     after = trainer.evaluate()  # reopens the run (same id) and leaves it open ...
     __import__("trackio").finish()  # ... until trackio's exit handler, or this
-    identity = the_plugin(trainer).identity
+    identity = find_plugin(trainer, "TrackioPlugin").identity
     got = rows(project, identity["id"])
     assert got[:1] == expected_rows([{**before, "step": 0}])
     assert got[1:] == expected_rows(trainer.state.log_history)  # train() starts a new history
@@ -131,7 +123,7 @@ def test_evaluate_before_and_after_train_log_into_the_run(project: str) -> None:
     # the training arguments reach the config although evaluate() opened the run first
     assert trackio_run(project, identity["id"]).config["output_dir"] == "out"
     trainer.train()  # train() again, not resuming: a new run with the same name
-    again = the_plugin(trainer).identity
+    again = find_plugin(trainer, "TrackioPlugin").identity
     assert again["name"] == "out" and again["id"] != identity["id"]
     assert rows(project, again["id"]) == expected_rows(trainer.state.log_history)
     assert rows(project, identity["id"]) == got
@@ -173,7 +165,7 @@ def test_a_resumed_run_is_one_run_with_each_step_once(tmp_path: Path, project: s
 
     run = run_training(resume_from_checkpoint=True, **kwargs)
     assert [r.id for r in trackio.Api().runs(project)] == [run_id]
-    assert the_plugin(run).identity["id"] == run_id
+    assert run.plugin("TrackioPlugin").identity["id"] == run_id
     # the interrupted run's rows after step 4 are gone: the resumed run logged them again
     assert rows(project, run_id) == expected_rows(run.trainer.state.log_history)
     assert trackio_run(project, run_id).config["save_steps"] == 4
@@ -187,7 +179,7 @@ def test_log_model_end_stores_the_final_model(tmp_path: Path, project: str) -> N
     model.config = {"hidden": 8}
     run = run_training(output_dir="out", report_to=["trackio"], model=model,
                        plugin_settings={"trackio": {"project": project, "log_model": True}})
-    run_id = the_plugin(run).identity["id"]
+    run_id = run.plugin("TrackioPlugin").identity["id"]
     expected = save_model(run.trainer.model, tmp_path / "expected")
     stored = artifact_files(project, f"model-{run_id}", "last")
     assert stored == {n: (expected / n).read_bytes() for n in ("model.safetensors", "config.json")}
@@ -199,7 +191,7 @@ def test_log_model_checkpoint_stores_every_checkpoint(tmp_path: Path, project: s
     run = run_training(output_dir="out", report_to=["trackio"], save_strategy="steps",
                        save_steps=4, save_total_limit=1,
                        plugin_settings={"trackio": {"project": project, "log_model": "checkpoint"}})
-    run_id = the_plugin(run).identity["id"]
+    run_id = run.plugin("TrackioPlugin").identity["id"]
     assert not (tmp_path / "out" / "checkpoint-4").exists(), "rotated away, kept in trackio"
     assert "model.safetensors" in artifact_files(project, f"checkpoint-{run_id}", "step-4")
     checkpoint = tmp_path / "out" / "checkpoint-8"
@@ -294,7 +286,7 @@ def test_a_hub_that_never_answers_costs_hub_timeout_not_a_hang(project: str, mon
         silent.close()
     assert run.trainer.callback_handler.faults == []
     assert sum("did not answer within 1 s" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 1
-    identity = the_plugin(run).identity
+    identity = run.plugin("TrackioPlugin").identity
     assert rows(project, identity["id"]) == expected_rows(run.trainer.state.log_history)
     assert trackio_run(project, identity["id"]).config["_Username"] is None
 
@@ -330,5 +322,5 @@ def test_installed_entry_point_and_report_to_all(project: str) -> None:
     assert ep.load() is TrackioPlugin and ep.dist.name == "hooktrain-trackio"
     run = run_training(output_dir="out", report_to="all",
                        plugin_settings={"trackio": {"project": project}})
-    identity = the_plugin(run).identity
+    identity = run.plugin(TrackioPlugin).identity
     assert rows(project, identity["id"]) == expected_rows(run.trainer.state.log_history)

@@ -14,16 +14,11 @@ from typing import Any
 import pytest
 from hooktrain import TrainerCallback
 from hooktrain.integration import SUMMARY_KEYS, rewrite_key, run_config, save_model
-from hooktrain.testing import TinyRegressor, run_training
+from hooktrain.testing import TinyRegressor, find_plugin, run_training
 
 from wandbfiles import Segment, offline_environment, read_run
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def plugin_of(trainer: Any) -> Any:
-    (plugin,) = [p for p in trainer.callbacks if type(p).__name__ == "WandbPlugin"]
-    return plugin
 
 
 def expected_rows(log_history: list[dict]) -> dict[int, dict[str, float]]:
@@ -74,7 +69,7 @@ def test_config_history_and_summary_match_the_run(tmp_path: Path, wandb_dir: Pat
     run = run_training(output_dir=tmp_path / "out", report_to=["wandb"], model=model,
                        eval_strategy="steps", eval_steps=4, logging_steps=2)
     assert run.trainer.callback_handler.faults == []
-    (segment,) = read_run(wandb_dir, plugin_of(run.trainer).run_id)
+    (segment,) = read_run(wandb_dir, run.plugin("WandbPlugin").run_id)
     history = run.trainer.state.log_history
 
     assert segment.project == "huggingface"  # HF's default project
@@ -105,7 +100,7 @@ def test_final_model_artifact_with_WANDB_LOG_MODEL_end(
     model = TinyRegressor()
     model.config = {"hidden": 8}
     run = run_training(output_dir=tmp_path / "out", report_to=["wandb"], model=model)
-    run_id = plugin_of(run.trainer).run_id
+    run_id = run.plugin("WandbPlugin").run_id
     (segment,) = read_run(wandb_dir, run_id)
 
     (artifact,) = segment.artifacts
@@ -125,7 +120,7 @@ def test_every_checkpoint_is_an_artifact_with_log_model_checkpoint(
     run = run_training(output_dir=tmp_path / "out", report_to=["wandb"], run_name="my run/1",
                        save_strategy="steps", save_steps=4,
                        plugin_settings={"wandb": {"log_model": "checkpoint"}})
-    (segment,) = read_run(wandb_dir, plugin_of(run.trainer).run_id)
+    (segment,) = read_run(wandb_dir, run.plugin("WandbPlugin").run_id)
     assert segment.name == "my run/1"
 
     checkpoints, final = segment.artifacts[:-1], segment.artifacts[-1]
@@ -150,7 +145,7 @@ def crashed_run(output_dir: Path, at_step: int, **overrides: Any) -> str:
                       train_dataset=RegressionDataset(16), callbacks=[Crash(at_step)])
     with pytest.raises(RuntimeError, match="boom"):
         trainer.train()
-    return plugin_of(trainer).run_id
+    return find_plugin(trainer, "WandbPlugin").run_id
 
 
 def test_a_crash_marks_the_run_failed(tmp_path: Path, wandb_dir: Path) -> None:
@@ -164,7 +159,7 @@ def test_a_resumed_training_continues_the_same_run(tmp_path: Path, wandb_dir: Pa
     run_id = crashed_run(tmp_path / "out", at_step=6, save_strategy="steps", save_steps=4)
     resumed = run_training(output_dir=tmp_path / "out", report_to=["wandb"],
                            save_strategy="steps", save_steps=4, resume_from_checkpoint=True)
-    assert plugin_of(resumed.trainer).run_id == run_id
+    assert resumed.plugin("WandbPlugin").run_id == run_id
     segments = read_run(wandb_dir, run_id)
     assert [s.exit_code for s in segments] == [1, 0]
     assert [[row["_step"] for row in s.history] for s in segments] == [[2, 4], [6, 8]]
@@ -185,7 +180,7 @@ def test_evaluate_and_predict_around_train_log_into_the_same_run(
     trainer.train()
     after = trainer.evaluate()
     predicted = trainer.predict(RegressionDataset(8, seed=2)).metrics
-    plugin = plugin_of(trainer)
+    plugin = find_plugin(trainer, "WandbPlugin")
     plugin.run.finish()  # what wandb does at exit for a run still open after train()
 
     first, second = read_run(wandb_dir, plugin.run_id)
@@ -201,7 +196,7 @@ def test_watch_logs_gradient_and_parameter_histograms(
     monkeypatch.setenv("WANDB_WATCH", "all")
     run = run_training(output_dir=tmp_path / "out", report_to=["wandb"],
                        plugin_settings={"wandb": {"watch_log_freq": 1}})
-    (segment,) = read_run(wandb_dir, plugin_of(run.trainer).run_id)
+    (segment,) = read_run(wandb_dir, run.plugin("WandbPlugin").run_id)
 
     keys = {k for row in segment.history for k in row}
     for name in ("net.0.weight", "net.3.bias"):
@@ -224,18 +219,18 @@ def test_settings_win_over_the_environment(
         tmp_path: Path, wandb_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
     monkeypatch.setenv("WANDB_PROJECT", "from-env")
     run = run_training(output_dir=tmp_path / "a", report_to=["wandb"])
-    assert read_run(wandb_dir, plugin_of(run.trainer).run_id)[0].project == "from-env"
+    assert read_run(wandb_dir, run.plugin("WandbPlugin").run_id)[0].project == "from-env"
 
     run = run_training(output_dir=tmp_path / "b", report_to=["wandb"],
                        plugin_settings={"wandb": {"project": "from-settings"}})
-    assert read_run(wandb_dir, plugin_of(run.trainer).run_id)[0].project == "from-settings"
+    assert read_run(wandb_dir, run.plugin("WandbPlugin").run_id)[0].project == "from-settings"
 
     caplog.set_level(logging.WARNING, logger="hooktrain")
     monkeypatch.setenv("WANDB_LOG_MODEL", "true")  # HF's deprecated spelling of "end"
     run = run_training(output_dir=tmp_path / "c", report_to=["wandb"])
-    assert plugin_of(run.trainer).log_model == "end"
+    assert run.plugin("WandbPlugin").log_model == "end"
     assert any("deprecated" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain"))
-    (segment,) = read_run(wandb_dir, plugin_of(run.trainer).run_id)
+    (segment,) = read_run(wandb_dir, run.plugin("WandbPlugin").run_id)
     assert [aliases(a) for a in segment.artifacts] == [["final_model"]]
 
 
@@ -254,7 +249,7 @@ def test_a_run_the_user_started_is_used_and_left_open(tmp_path: Path, wandb_dir:
                           dir=str(wandb_dir))
     try:
         run = run_training(output_dir=tmp_path / "out", report_to=["wandb"])
-        assert plugin_of(run.trainer).run_id == user_run.id
+        assert run.plugin("WandbPlugin").run_id == user_run.id
         user_run.log({"after": 1.0}, step=9)  # still open: the user finishes it
     finally:
         user_run.finish()
@@ -290,7 +285,7 @@ SCRIPT = textwrap.dedent("""
     def train(name, *plugins, **settings):
         run = run_training(output_dir=Path(sys.argv[1], name), report_to=["wandb"],
                            plugins=list(plugins), plugin_settings={"wandb": settings})
-        plugin = [p for p in run.trainer.callbacks if type(p).__name__ == "WandbPlugin"][0]
+        plugin = run.plugin("WandbPlugin")
         faults = run.trainer.callback_handler.faults
         return {"faults": [(f.plugin.split()[0], f.hook, f.error) for f in faults],
                 "steps": run.output.global_step, "run_id": plugin.run_id}
