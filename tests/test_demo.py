@@ -65,3 +65,13 @@ def test_demo_cli(tmp_path):
     assert accuracy >= 0.90
     assert (tmp_path / "digits").is_dir()
     assert elapsed < SLOW_S, f"hooktrain demo took {elapsed:.1f} s"
+
+
+def test_demo_is_reproducible(tmp_path, capsys):
+    """Seeded before the model is built, so two runs print the same table."""
+    tables = []
+    for name in ("a", "b"):
+        demo.run(output_dir=str(tmp_path / name), epochs=1, report_to="none")
+        tables.append([line for line in capsys.readouterr().out.splitlines()
+                       if line.strip().startswith("1.0")])
+    assert tables[0] == tables[1] and len(tables[0]) == 1

@@ -11,7 +11,7 @@ from torch import nn
 
 from hooktrain.args import TrainingArguments
 from hooktrain.outputs import EvalPrediction
-from hooktrain.trainer import Trainer
+from hooktrain.trainer import Trainer, set_seed
 
 
 class DigitsMLP(nn.Module):
@@ -74,6 +74,7 @@ def run(output_dir: str = "runs/digits", epochs: int = 8, report_to: Any = "all"
         save_strategy="epoch", save_total_limit=2, load_best_model_at_end=True,
         metric_for_best_model="accuracy", report_to=report_to, seed=0,
     )
+    set_seed(args.seed)  # before the model is built: the Trainer seeds only after (as HF)
     trainer = Trainer(DigitsMLP(), args, train_dataset=train_set, eval_dataset=test_set,
                       compute_metrics=accuracy)
     start = time.perf_counter()
