@@ -142,19 +142,30 @@ def _free_port() -> int:
 
 
 def test_two_nodes_on_localhost(runs, tmp_path) -> None:
-    """``--nnodes 2`` with the c10d rendezvous, as across machines, both "nodes" on 127.0.0.1."""
+    """``--nnodes 2`` with the c10d rendezvous, as across machines, both "nodes" on 127.0.0.1.
+
+    Node 0 hosts the rendezvous store, said explicitly: on one machine both nodes match the
+    endpoint's address, and left to guess they can both try to host it.
+    """
     port = _free_port()
     nodes = [
         subprocess.Popen(
             [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
              "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=hooktrain",
-             f"--node-rank={rank}", str(WORKER), str(tmp_path), "batch=2", "eval=1", "save=2"],
+             f"--rdzv-conf=is_host={int(rank == 0)},join_timeout=120", f"--node-rank={rank}",
+             str(WORKER), str(tmp_path), "batch=2", "eval=1", "save=2"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env_for(tmp_path),
         )
         for rank in (0, 1)
     ]
-    for node in nodes:
-        _, stderr = node.communicate(timeout=200)
+    try:
+        errors = [node.communicate(timeout=200)[1] for node in nodes]
+    except subprocess.TimeoutExpired:
+        for node in nodes:
+            node.kill()
+        errors = [node.communicate()[1] for node in nodes]
+        pytest.fail("two-node run timed out:\n" + "\n---\n".join(e[-3000:] for e in errors))
+    for node, stderr in zip(nodes, errors, strict=True):
         assert node.returncode == 0, stderr[-3000:]
     reference, two_nodes = weights(runs["two"]), weights(tmp_path)
     assert all(np.array_equal(two_nodes[k], reference[k]) for k in reference)

@@ -150,7 +150,11 @@ class EvaluationMixin:
             inputs = to_device(inputs, self.device)
         labels = split_labels(inputs, self.label_names)[1]
         with torch.no_grad(), self._autocast():
-            if labels is not None:
+            if labels is not None and self._compute_loss_takes_count:
+                # HF 5.x passes the batch's own count here (None where it counts nothing)
+                loss, outputs = self.compute_loss(model, inputs, return_outputs=True,
+                                                  num_items_in_batch=self._item_count(inputs))
+            elif labels is not None:  # an override written for HF < 4.46
                 loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
             else:
                 loss = None

@@ -41,6 +41,7 @@ def accepts_loss_kwargs(model: torch.nn.Module) -> bool:
     A model says so with an ``accepts_loss_kwargs`` attribute (transformers' models do);
     otherwise a ``forward`` taking ``**kwargs`` is taken to accept it, as HF does.
     """
+    model = unwrap(model)
     if hasattr(model, "accepts_loss_kwargs"):
         return bool(model.accepts_loss_kwargs)
     try:
@@ -50,12 +51,27 @@ def accepts_loss_kwargs(model: torch.nn.Module) -> bool:
     return any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters)
 
 
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The user's module inside ``torch.compile`` and (Distributed)DataParallel wrappers, whose
+    ``forward(*args, **kwargs)`` says nothing of the model's own signature (HF unwraps too)."""
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    while True:
+        if isinstance(model, (DataParallel, DistributedDataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):  # torch.compile
+            model = model._orig_mod
+        else:
+            return model
+
+
 def loss_shifts_labels(model: torch.nn.Module) -> bool:
     """Whether the model's own loss shifts labels one place, as transformers' causal LMs do.
 
     Position 0 of each row is then never a target, so HF counts ``labels[..., 1:]``; the model's
     ``loss_type`` is looked up in the installed transformers' loss table, as HF looks it up.
     """
+    model = unwrap(model)
     loss_type = getattr(model, "loss_type", None)
     if loss_type is None:
         return False

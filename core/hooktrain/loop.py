@@ -88,15 +88,27 @@ class TrainingLoopMixin:
         accumulation = self.args.gradient_accumulation_steps
         batches, step = iter(dataloader), skip_batches
         while group := list(itertools.islice(batches, accumulation - step % accumulation)):
-            counts = [count_items(batch, self.label_names, self._loss_shifts_labels)
-                      for batch in group]
+            counts = [self._item_count(batch) for batch in group]
             total = None if any(c is None for c in counts) else torch.stack(counts).sum()
-            if total is not None and self.device.type != "cpu":
-                total = total.to(self.device, non_blocking=True)
             step += len(group)
             for batch in group:
-                used = self.compute_loss_func is not None or isinstance(batch, Mapping)
-                yield batch, total if used else None
+                yield batch, total
+
+    def _item_count(self: Trainer, batch: Any) -> torch.Tensor | None:
+        """HF's ``num_items_in_batch`` for one batch, on the device; None where HF has none.
+
+        ``compute_loss_func`` counts the labels it is given (``label_names``); a model taking loss
+        keyword arguments counts ``labels`` (or ``shift_labels``) of a dict batch only, as HF.
+        """
+        if self.compute_loss_func is not None:
+            count = count_items(batch, self.label_names, self._loss_shifts_labels)
+        elif self.model_accepts_loss_kwargs and isinstance(batch, Mapping):
+            count = count_items(batch, ("labels",), self._loss_shifts_labels)
+        else:
+            return None
+        if count is not None and self.device.type != "cpu":
+            count = count.to(self.device, non_blocking=True)
+        return count
 
     def _gradient_sync(self: Trainer, ends_group: bool) -> Any:
         """DDP all-reduces gradients only on the micro-batch that ends an accumulation group."""
@@ -119,8 +131,9 @@ class TrainingLoopMixin:
         with self._autocast():
             if self._compute_loss_takes_count:
                 loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
-            else:  # an override written for HF < 4.46
+            else:  # an override written for HF < 4.46: its loss never saw the count
                 loss = self.compute_loss(model, inputs)
+                num_items_in_batch = None
         if num_items_in_batch is None and self.current_gradient_accumulation_steps > 1:
             loss = loss / self.current_gradient_accumulation_steps
         if self._scaler is not None:
@@ -134,9 +147,11 @@ class TrainingLoopMixin:
         self._tr_loss.add_(step_loss)
         if self._scaler is not None:
             self._scaler.unscale_(self.optimizer)
-        # HF 5.x measures the norm without clipping too (an infinite bound scales by exactly 1)
+        # HF 5.x measures the norm without clipping too (an infinite bound scales by exactly 1);
+        # as in HF, only a positive max_grad_norm clips
+        clip = args.max_grad_norm if args.max_grad_norm and args.max_grad_norm > 0 else math.inf
         self._last_grad_norm = torch.nn.utils.clip_grad_norm_(
-            self.model.parameters(), args.max_grad_norm or math.inf, foreach=True
+            self.model.parameters(), clip, foreach=True
         )
         hooks.on_pre_optimizer_step()
         if self._scaler is not None:

@@ -52,7 +52,7 @@ class CheckpointMixin:
             "globalstep_last_logged": self._globalstep_last_logged,
             # what the next training log reports if it comes before another step
             "last_grad_norm": None if self._last_grad_norm is None else float(self._last_grad_norm),
-            "last_learning_rate": self._last_learning_rate,
+            "last_learning_rate": float(self._last_learning_rate),  # a tensor lr is valid
         }
         rng_states = distributed.gather_objects(ckpt.collect_rng_state())
         path = output_dir / f"{ckpt.PREFIX}-{step}"
@@ -112,7 +112,8 @@ class CheckpointMixin:
         self._total_loss_scalar = loop["total_loss_scalar"]
         self._globalstep_last_logged = loop["globalstep_last_logged"]
         self._last_grad_norm = loop.get("last_grad_norm")  # absent from older checkpoints
-        self._last_learning_rate = loop.get("last_learning_rate", self._last_learning_rate)
+        self._last_learning_rate = loop.get("last_learning_rate",
+                                            self.lr_scheduler.get_last_lr()[0])
         if self.args.restore_callback_states_from_checkpoint:
             plugin_state.restore(
                 self.plugin_manager.records(), saved.stateful_callbacks, self.control

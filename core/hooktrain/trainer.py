@@ -67,11 +67,11 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
     In training, ``num_items_in_batch`` is HF's: the number of labels other than -100 in the
     whole accumulation group on this process (a tensor), and the function's loss is taken as
     already normalised over the group (a sum divided by it; a mean per micro-batch is not divided
-    again, as in HF); in evaluation it is None. ``training_step`` / ``compute_loss`` overrides
-    get the count when their signature takes it (HF >= 4.46) and not otherwise. As in HF, a
-    model whose ``forward`` takes ``**kwargs`` (or whose ``accepts_loss_kwargs`` is true) is
-    called with ``num_items_in_batch`` too when the batch is a dict, and its loss is likewise
-    taken as normalised over the group.
+    again, as in HF); in evaluation it is each batch's own count (HF 5.x). ``training_step`` /
+    ``compute_loss`` overrides get the count when their signature takes it (HF >= 4.46) and not
+    otherwise. As in HF, a model whose ``forward`` takes ``**kwargs`` (or whose
+    ``accepts_loss_kwargs`` is true) is called with ``num_items_in_batch`` (its ``labels``
+    counted) when the batch is a dict, and its loss is likewise taken as normalised over the group.
     """
 
     def __init__(
