@@ -4,11 +4,14 @@
 
 Options (key=value): batch (per device), steps, save (save_steps), resume (1), fail_rank,
 fail_step, eval (1: evaluate every 2 steps). Rank zero writes OUT/result.json (weights and logs);
-every rank writes OUT/events-<rank>.json with the events its plugins saw.
+every rank writes OUT/events-<rank>.json with the events its plugins saw, and
+OUT/exit-threads-<rank>.json with the native threads still running after every other ``atexit``
+handler (hooktrain's teardown of the process group among them) has run.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sys
@@ -62,10 +65,29 @@ class LoggingPlugin:
             handle.write(json.dumps(logs) + "\n")
 
 
+def native_threads() -> list[str]:
+    """The names of this process's native threads (Linux; empty elsewhere)."""
+    names = []
+    for task in Path("/proc/self/task").glob("*"):
+        try:
+            names.append((task / "comm").read_text().strip())
+        except OSError:
+            continue
+    return sorted(names)
+
+
+def record_exit_threads(out: Path) -> None:
+    """Note the threads left for interpreter shutdown: gloo's or the store's may abort it."""
+    rank = os.environ.get("RANK", "0")
+    (out / f"exit-threads-{rank}.json").write_text(json.dumps(native_threads()))
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     options = dict(item.split("=", 1) for item in sys.argv[2:])
+    # Registered before the Trainer registers its teardown, so it runs after it (atexit is LIFO).
+    atexit.register(record_exit_threads, out)
     torch.set_num_threads(1)
     steps = int(options.get("steps", 8))
     extra = {}

@@ -182,10 +182,51 @@ def test_the_process_group_the_trainer_joins_is_left_at_exit(monkeypatch) -> Non
     args = SimpleNamespace(world_size=2, ddp_backend="gloo", ddp_timeout=30)
     try:
         assert distributed.setup(args, torch.device("cpu"))
-        assert dist.is_initialized() and at_exit == [distributed.leave_process_group]
-        at_exit[0]()
+        # torch._dynamo, imported before joining, registers handlers of its own
+        assert dist.is_initialized() and distributed.leave_process_group in at_exit
+        distributed.leave_process_group()
         assert not dist.is_initialized()
         distributed.leave_process_group()  # the user destroyed it first: nothing to do
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_no_native_thread_of_the_group_is_left_for_interpreter_shutdown(runs) -> None:
+    """A gloo or store thread still running at finalization can abort a good run (SIGABRT).
+
+    The worker notes its threads after every other ``atexit`` handler ran: by then the Trainer's
+    teardown has destroyed the group and joined its threads, leaving the main thread alone.
+    """
+    for rank in (0, 1):
+        threads = json.loads((runs["two"] / f"exit-threads-{rank}.json").read_text())
+        assert len(threads) == 1, f"rank {rank} left threads for shutdown: {threads}"
+
+
+LEAVE_AFTER_DDP = """
+import json, sys, types, torch
+from pathlib import Path
+from hooktrain import distributed
+args = types.SimpleNamespace(world_size=2, ddp_backend="gloo", ddp_timeout=30)
+distributed.setup(args, torch.device("cpu"))
+wrapped = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 1))
+wrapped(torch.ones(2, 3)).sum().backward()
+del wrapped
+distributed.leave_process_group()
+names = [(task / "comm").read_text().strip() for task in Path("/proc/self/task").iterdir()]
+print(json.dumps(names))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through /proc")
+def test_leaving_the_group_joins_its_threads_after_a_ddp_wrapper_existed() -> None:
+    """Importing torch._dynamo (DDP's constructor does) while a group exists pins the group for
+    good; the Trainer imports it before joining, so destroying the group still joins gloo's and
+    the store's threads. Run in a fresh interpreter: pytest's may have imported it already."""
+    env = {**ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0",
+           "WORLD_SIZE": "1"}
+    finished = subprocess.run([sys.executable, "-c", LEAVE_AFTER_DDP], capture_output=True,
+                              text=True, env=env, timeout=120)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    threads = json.loads(finished.stdout.strip().splitlines()[-1])
+    assert len(threads) == 1, f"threads left after leaving the group: {threads}"

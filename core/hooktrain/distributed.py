@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import gc
 import logging
 import signal
 from collections.abc import Iterator
@@ -39,6 +40,10 @@ def setup(args: Any, device: torch.device) -> bool:
     if args.world_size <= 1:
         return False
     if not dist.is_initialized():
+        # Importing torch._dynamo while a group exists pins it for good (DDP's constructor
+        # imports it), so destroy_process_group could not join its threads at exit.
+        import torch._dynamo  # noqa: F401
+
         backend = args.ddp_backend or ("nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -54,11 +59,18 @@ def setup(args: Any, device: torch.device) -> bool:
 def leave_process_group() -> None:
     """Destroy the process group the Trainer joined; runs at exit unless the user did it first.
 
-    Left to interpreter finalization, gloo's worker threads still hold tensors whose release needs
-    the GIL, and the process aborts (``terminate called without an active exception``, SIGABRT),
-    which ``torchrun`` reports as a failed run although training ended well.
+    A gloo group runs native threads (``pt_gloo_runloop``, ``gloo_tcp_loop``) that release the
+    tensors of finished collectives. Left running into interpreter finalization, one that drops
+    a tensor Python created must take the GIL, which a finalizing interpreter refuses by ending
+    the thread; that unwinds through C++ ``noexcept`` frames and the process aborts
+    (``terminate called without an active exception``, SIGABRT), so ``torchrun`` reports a
+    failed run although training ended well. Destroying the group while the interpreter is
+    still whole joins those threads, but only if nothing else holds the group: ``train()``
+    drops its ``DistributedDataParallel`` wrapper when it returns, and the collection below
+    frees wrappers left in reference cycles.
     """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -251,6 +251,16 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
                 return self._train(resume_from_checkpoint)
             finally:
                 self.is_in_train = False
+                self._release_ddp_wrapper()
+
+    def _release_ddp_wrapper(self) -> None:
+        """Drop the ``DistributedDataParallel`` wrapper ``train()`` made (the next one makes anew).
+
+        It holds the process group, and while anything does, destroying the group at exit cannot
+        join gloo's threads: they outlive the interpreter and can abort the process (see
+        ``distributed.leave_process_group``). ``evaluate()``/``predict()`` need no wrapper.
+        """
+        self.model_wrapped = self.model
 
     def _train(self, resume_from_checkpoint: str | bool | None) -> TrainOutput:
         args = self.args
