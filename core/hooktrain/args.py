@@ -16,16 +16,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hooktrain.errors import ConfigError
+from hooktrain.hf_args import OPTIMIZER_PACKAGES, TORCH_OPTIMIZERS, HFArguments, check_hf_arguments
 
 INTERVAL_STRATEGIES = ("no", "steps", "epoch")
 SAVE_STRATEGIES = ("no", "steps", "epoch", "best")
-SCHEDULER_TYPES = ("linear", "cosine", "constant", "constant_with_warmup")
-OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "sgd")
+SCHEDULER_TYPES = (
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+    "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+)
 PLUGIN_ERROR_MODES = ("warn", "raise")
 
 
 @dataclass
-class TrainingArguments:
+class TrainingArguments(HFArguments):
     """Everything that configures a run. Field names and defaults follow HF's ``TrainingArguments``.
 
     Steps given as a float below 1 (``logging_steps=0.1``) are a fraction of the total training
@@ -34,6 +38,10 @@ class TrainingArguments:
     is reported and switched off; ``"raise"``: any plugin error is fatal) and
     ``plugin_settings`` (``{"mlflow": {"experiment_name": "x"}}``, the ``[plugins.*]`` tables of
     a config file).
+
+    Every other field of transformers 5.24's ``TrainingArguments`` is accepted by keyword
+    (:class:`hooktrain.hf_args.HFArguments`); ``docs/hf-training-arguments.md`` says what each
+    does here.
     """
 
     output_dir: str = "trainer_output"
@@ -89,11 +97,12 @@ class TrainingArguments:
 
     def __post_init__(self) -> None:
         self.output_dir = os.fspath(self.output_dir)
+        check_hf_arguments(self)
         _check_choice("logging_strategy", self.logging_strategy, INTERVAL_STRATEGIES)
         _check_choice("eval_strategy", self.eval_strategy, INTERVAL_STRATEGIES)
         _check_choice("save_strategy", self.save_strategy, SAVE_STRATEGIES)
         _check_choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULER_TYPES)
-        _check_choice("optim", self.optim, OPTIMIZERS)
+        _check_choice("optim", self.optim, TORCH_OPTIMIZERS + tuple(OPTIMIZER_PACKAGES))
         _check_choice("plugin_errors", self.plugin_errors, PLUGIN_ERROR_MODES)
         self.report_to = _normalise_report_to(self.report_to)
         if isinstance(self.disable_plugins, str):
@@ -120,7 +129,11 @@ class TrainingArguments:
             raise ConfigError("fp16 and bf16 are both set: choose one.")
 
     def _check_best_model(self) -> None:
-        if (self.load_best_model_at_end or self.save_strategy == "best") and (
+        if self.lr_scheduler_type == "reduce_lr_on_plateau" and self.eval_strategy == "no":
+            raise ConfigError("lr_scheduler_type='reduce_lr_on_plateau' steps on evaluation "
+                              "results: set eval_strategy to 'steps' or 'epoch'.")
+        if (self.load_best_model_at_end or self.save_strategy == "best"
+                or self.lr_scheduler_type == "reduce_lr_on_plateau") and (
             self.metric_for_best_model is None
         ):
             if self.save_strategy == "best":

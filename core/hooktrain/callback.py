@@ -79,3 +79,28 @@ class TrainerCallback:
 
     def on_exception(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):  # noqa: E501
         """``train``/``evaluate``/``predict`` raised (``exception`` in kwargs); it propagates after."""
+
+
+def foreign_base(cls: type, name: str) -> type | None:
+    """The class called ``name`` from transformers in ``cls``'s MRO, if any.
+
+    Callbacks written for HF subclass ``transformers.TrainerCallback`` (and stateful ones
+    ``transformers.ExportableState``); hooktrain accepts them without importing transformers by
+    recognising those bases by name and module.
+    """
+    for base in cls.__mro__:
+        if base.__name__ == name and base.__module__.split(".")[0] == "transformers":
+            return base
+    return None
+
+
+def callback_base(cls: type) -> type | None:
+    """``TrainerCallback`` (hooktrain's or transformers') that ``cls`` derives from, or None."""
+    if issubclass(cls, TrainerCallback):
+        return TrainerCallback
+    return foreign_base(cls, "TrainerCallback")
+
+
+def is_trainer_callback(plugin: object) -> bool:
+    """Whether ``plugin`` is an HF-style callback: hooktrain's or transformers' subclass."""
+    return callback_base(type(plugin)) is not None

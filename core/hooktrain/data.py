@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data import default_collate as torch_default_collate
@@ -75,22 +76,53 @@ class EpochBatchSampler:
 
 def make_dataloader(
     dataset: Dataset, batch_sampler: EpochBatchSampler, collate_fn: Callable[[list], Any],
-    num_workers: int, pin_memory: bool, seed: int,
+    num_workers: int, pin_memory: bool, seed: int, persistent_workers: bool = False,
+    prefetch_factor: int | None = None, multiprocessing_context: str | None = None,
 ) -> DataLoader:
     # The loader gets its own generator: left alone, each new iterator draws a seed from the
     # global torch RNG, so a resumed run would consume RNG at a different point than the
     # uninterrupted one and dropout masks would differ.
     generator = torch.Generator()
     generator.manual_seed(seed)
+    workers = {}
+    if num_workers > 0:  # DataLoader refuses these options without worker processes
+        workers = {"persistent_workers": persistent_workers, "prefetch_factor": prefetch_factor,
+                   "multiprocessing_context": multiprocessing_context}
     return DataLoader(
         dataset, batch_sampler=batch_sampler, collate_fn=collate_fn, num_workers=num_workers,
-        pin_memory=pin_memory, generator=generator,
+        pin_memory=pin_memory, generator=generator, **workers,
     )
 
 
 def default_collate(samples: list[Any]) -> Any:
-    """HF-style collation: dicts of tensors/numbers or tuples, stacked with torch's collate."""
+    """HF-style collation: dicts of tensors/numbers or tuples, stacked with torch's collate.
+
+    As HF's ``default_data_collator``, a dict sample's ``label`` or ``label_ids`` (GLUE-style
+    data sets) becomes the batch's ``labels``: integers as int64, floats as float32.
+    """
+    first = samples[0] if samples else None
+    if isinstance(first, Mapping) and "labels" not in first:
+        key = next((k for k in ("label", "label_ids") if first.get(k) is not None), None)
+        if key is not None:
+            labels = _stack_labels([sample[key] for sample in samples])
+            rest = [{k: v for k, v in sample.items() if k not in ("label", "label_ids")}
+                    for sample in samples]
+            batch = torch_default_collate(rest) if rest[0] else {}
+            return {**batch, "labels": labels}
     return torch_default_collate(samples)
+
+
+def _stack_labels(values: list[Any]) -> torch.Tensor:
+    if isinstance(values[0], torch.Tensor):
+        return torch.stack(values)
+    probe = values[0]
+    while isinstance(probe, (list, tuple)) and probe:
+        probe = probe[0]
+    if hasattr(probe, "item"):  # numpy scalars and arrays
+        probe = probe.item() if getattr(probe, "ndim", 0) == 0 else probe.flat[0].item()
+    dtype = torch.long if isinstance(probe, int) and not isinstance(probe, bool) else torch.float
+    return torch.tensor(np.asarray(values).tolist() if hasattr(values[0], "shape") else values,
+                        dtype=dtype)
 
 
 def unused_columns(model: torch.nn.Module, sample: Any, keep: Sequence[str]) -> list[str]:
@@ -100,6 +132,7 @@ def unused_columns(model: torch.nn.Module, sample: Any, keep: Sequence[str]) -> 
     parameters = inspect.signature(model.forward).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return []
+    keep = {*keep, "label", "label_ids"}  # the collator renames these to ``labels`` (HF)
     return [key for key in sample if key not in parameters and key not in keep]
 
 

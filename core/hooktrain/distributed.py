@@ -74,14 +74,26 @@ def leave_process_group() -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """``DistributedDataParallel`` around ``model`` when distributed, else ``model``."""
+def wrap(model: torch.nn.Module, device: torch.device, args: Any = None) -> torch.nn.Module:
+    """``DistributedDataParallel`` around ``model`` when distributed, else ``model``.
+
+    HF's ``ddp_find_unused_parameters``, ``ddp_bucket_cap_mb``, ``ddp_broadcast_buffers`` and
+    ``ddp_static_graph`` are passed on when set.
+    """
     if world_size() <= 1:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
+    options = {}
+    for name, option in (("ddp_find_unused_parameters", "find_unused_parameters"),
+                         ("ddp_bucket_cap_mb", "bucket_cap_mb"),
+                         ("ddp_broadcast_buffers", "broadcast_buffers"),
+                         ("ddp_static_graph", "static_graph")):
+        value = getattr(args, name, None)
+        if value is not None:
+            options[option] = value
     device_ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=device_ids)
+    return DistributedDataParallel(model, device_ids=device_ids, **options)
 
 
 def mean_over_processes(value: torch.Tensor) -> torch.Tensor:

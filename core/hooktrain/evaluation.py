@@ -73,7 +73,7 @@ class EvaluationMixin:
         with self._exception_funnel():
             start = time.time()
             output = self.evaluation_loop(
-                self.get_eval_dataloader(test_dataset), "Prediction", ignore_keys=ignore_keys,
+                self.get_test_dataloader(test_dataset), "Prediction", ignore_keys=ignore_keys,
                 metric_key_prefix=metric_key_prefix,
             )
             output.metrics.update(speed_metrics(
@@ -83,7 +83,21 @@ class EvaluationMixin:
             self.callback_handler.on_predict(output.metrics)
             return PredictionOutput(output.predictions, output.label_ids, output.metrics)
 
-    def get_eval_dataloader(self: Trainer, dataset: Any) -> torch.utils.data.DataLoader:
+    def get_eval_dataloader(self: Trainer, eval_dataset: Any = None) -> torch.utils.data.DataLoader:
+        """The loader over ``eval_dataset`` (default: the Trainer's; a name picks one of a dict)."""
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        if isinstance(dataset, str) and isinstance(self.eval_dataset, Mapping):
+            dataset = self.eval_dataset[dataset]
+        if dataset is None:
+            raise ConfigError("get_eval_dataloader() needs an eval_dataset (in the Trainer or "
+                              "here).")
+        return self._ordered_dataloader(dataset)
+
+    def get_test_dataloader(self: Trainer, test_dataset: Any) -> torch.utils.data.DataLoader:
+        """The loader ``predict`` runs over (HF's override point)."""
+        return self._ordered_dataloader(test_dataset)
+
+    def _ordered_dataloader(self: Trainer, dataset: Any) -> torch.utils.data.DataLoader:
         sampler = EpochBatchSampler(
             len(dataset), self.args.per_device_eval_batch_size, shuffle=False, seed=0,
             rank=self.args.process_index, world_size=self.args.world_size,
@@ -103,6 +117,8 @@ class EvaluationMixin:
         num_samples = 0
         all_logits: list[Any] = []
         all_labels: list[Any] = []
+        if prediction_loss_only is None:
+            prediction_loss_only = self.args.prediction_loss_only
         want_predictions = not prediction_loss_only
         try:
             for batch in dataloader:

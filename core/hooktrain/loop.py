@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from hooktrain import distributed
 from hooktrain.data import split_labels, to_device
@@ -54,6 +55,8 @@ class TrainingLoopMixin:
                     loss = self.training_step(self.model_wrapped, batch, num_items_in_batch)
                 else:  # an override written for HF < 4.46
                     loss = self.training_step(self.model_wrapped, batch)
+            if args.logging_nan_inf_filter:
+                loss = self._finite_or_mean(loss, step_loss)
             step_loss = loss if step_loss is None else step_loss + loss
             if ends_group:
                 self._optimizer_step(step_loss)
@@ -70,6 +73,15 @@ class TrainingLoopMixin:
             self.control.should_training_stop = True
         hooks.on_epoch_end()
         self._maybe_log_save_evaluate()
+
+    def _finite_or_mean(self: Trainer, loss: torch.Tensor,
+                        step_loss: torch.Tensor | None) -> torch.Tensor:
+        """HF's ``logging_nan_inf_filter``: a NaN or infinite micro-batch loss counts as the mean
+        of the losses since the last log, so one bad batch does not poison the logged loss. On
+        the device (``torch.where``), so steps that do not log still never sync."""
+        so_far = self._tr_loss if step_loss is None else self._tr_loss + step_loss
+        mean = so_far / (1 + self.state.global_step - self._globalstep_last_logged)
+        return torch.where(torch.isfinite(loss), loss, mean.to(loss.dtype))
 
     def _batches_with_item_counts(
         self: Trainer, dataloader: Any, skip_batches: int
@@ -161,7 +173,8 @@ class TrainingLoopMixin:
             self.optimizer.step()
         hooks.on_optimizer_step()
         self._last_learning_rate = self.lr_scheduler.get_last_lr()[0]  # the step's, as HF 5.x logs
-        self.lr_scheduler.step()
+        if not isinstance(self.lr_scheduler, ReduceLROnPlateau):  # that one steps on evaluations
+            self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.global_step += 1
 
@@ -171,7 +184,9 @@ class TrainingLoopMixin:
     ) -> Any:
         """The batch's loss (and outputs): from the model, or from ``compute_loss_func``."""
         labels = None
-        if self.compute_loss_func is not None:
+        smoothing = self.args.label_smoothing_factor != 0
+        if self.compute_loss_func is not None or (smoothing and isinstance(inputs, Mapping)
+                                                  and "labels" in inputs):
             inputs, labels = split_labels(inputs, self.label_names)
         if (self.model_accepts_loss_kwargs and num_items_in_batch is not None
                 and isinstance(inputs, Mapping)):
@@ -179,6 +194,9 @@ class TrainingLoopMixin:
         outputs = model(**inputs) if isinstance(inputs, Mapping) else model(*inputs)
         if self.compute_loss_func is not None:
             loss = self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
+        elif labels is not None:  # label smoothing, on the logits, as HF's LabelSmoother
+            loss = smoothed_loss(outputs, labels, self.args.label_smoothing_factor,
+                                 shift_labels=self._loss_shifts_labels)
         else:
             loss = _loss_of(outputs)
         return (loss, outputs) if return_outputs else loss
@@ -209,6 +227,9 @@ class TrainingLoopMixin:
 
     def _evaluate_during_training(self: Trainer) -> dict[str, float]:
         metrics = self.evaluate()
+        if isinstance(self.lr_scheduler, ReduceLROnPlateau):  # HF: after every evaluation
+            name = self.args.metric_for_best_model
+            self.lr_scheduler.step(metrics[name if name.startswith("eval_") else f"eval_{name}"])
         self.model.train()
         return metrics
 
@@ -222,7 +243,7 @@ class TrainingLoopMixin:
         if args.max_steps > 0:
             num_samples = args.max_steps * total_batch
         else:
-            num_samples = len(self.train_dataset) * state.num_train_epochs
+            num_samples = self.num_examples(self._train_dataloader) * state.num_train_epochs
         metrics = speed_metrics("train", start_time, num_samples=num_samples, num_steps=max_steps)
         metrics["total_flos"] = state.total_flos
         metrics["train_loss"] = train_loss
@@ -233,6 +254,27 @@ class TrainingLoopMixin:
         if summary:
             logger.warning(summary)
         return TrainOutput(state.global_step, train_loss, metrics)
+
+
+def smoothed_loss(outputs: Any, labels: torch.Tensor, epsilon: float,
+                  shift_labels: bool = False, ignore_index: int = -100) -> torch.Tensor:
+    """HF's ``LabelSmoother``: cross-entropy mixed with the uniform distribution, mean over the
+    labels that are not ``ignore_index``; causal LMs compare position ``t`` with label ``t+1``."""
+    logits = outputs["logits"] if isinstance(outputs, Mapping) else (
+        outputs.logits if hasattr(outputs, "logits") else outputs[0])
+    if shift_labels:
+        logits, labels = logits[..., :-1, :].contiguous(), labels[..., 1:].contiguous()
+    log_probs = -torch.nn.functional.log_softmax(logits, dim=-1)
+    if labels.dim() == log_probs.dim() - 1:
+        labels = labels.unsqueeze(-1)
+    padding = labels.eq(ignore_index)
+    nll = log_probs.gather(dim=-1, index=torch.clamp(labels, min=0))
+    smoothed = log_probs.sum(dim=-1, keepdim=True, dtype=torch.float32)
+    nll = nll.masked_fill(padding, 0.0)
+    smoothed = smoothed.masked_fill(padding, 0.0)
+    active = padding.numel() - padding.long().sum()
+    return ((1 - epsilon) * nll.sum() / active
+            + epsilon * smoothed.sum() / (active * log_probs.shape[-1]))
 
 
 def _loss_of(outputs: Any) -> torch.Tensor:

@@ -1,13 +1,16 @@
-"""Optimizer and learning-rate schedule, built as HF builds them."""
+"""The optimizer, built as HF builds it: weight-decay groups, ``optim`` and ``optim_args``.
+
+Learning-rate schedules are in :mod:`hooktrain.schedules`.
+"""
 
 from __future__ import annotations
 
-import math
-from functools import partial
+from typing import Any
 
 import torch
 
 from hooktrain.args import TrainingArguments
+from hooktrain.errors import ConfigError
 
 
 def decay_parameter_names(model: torch.nn.Module) -> set[str]:
@@ -23,10 +26,38 @@ def decay_parameter_names(model: torch.nn.Module) -> set[str]:
     return {name for name, _ in model.named_parameters()} - no_decay
 
 
-def create_optimizer(model: torch.nn.Module, args: TrainingArguments) -> torch.optim.Optimizer:
+# HF's optim_args keys per optimizer, and which of them are booleans
+_OPTIM_ARG_KEYS = {
+    "sgd": (("momentum", "dampening", "weight_decay"), ("nesterov",)),
+    "adagrad": (("lr_decay", "weight_decay", "eps"), ()),
+    "rmsprop": (("momentum", "alpha", "eps", "weight_decay"), ("centered",)),
+}
+
+
+def parse_optim_args(text: str | None) -> dict[str, str]:
+    """HF's ``optim_args``: ``"momentum=0.9,nesterov=true"`` as a dict of strings."""
+    if not text:
+        return {}
+    parsed = {}
+    for mapping in text.replace(" ", "").split(","):
+        key, sep, value = mapping.partition("=")
+        if not sep:
+            raise ConfigError(f"optim_args {text!r}: expected key=value pairs separated by "
+                              "commas, e.g. 'momentum=0.9,nesterov=true'.")
+        parsed[key] = value
+    return parsed
+
+
+def create_optimizer(model: torch.nn.Module, args: TrainingArguments,
+                     decay_names: set[str] | list[str] | None = None,
+                     cls_and_kwargs: tuple[type, dict[str, Any]] | None = None,
+                     ) -> torch.optim.Optimizer:
+    """HF's optimizer for ``args.optim`` (those torch provides, and transformers' Adafactor),
+    with weight decay on ``decay_names`` (default: all but biases and norms); or
+    ``cls(groups, **kwargs)`` for the Trainer's ``optimizer_cls_and_kwargs``, as HF."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if args.weight_decay:
-        decay = decay_parameter_names(model)
+        decay = set(decay_names) if decay_names is not None else decay_parameter_names(model)
         groups = [
             {"params": [p for n, p in params if n in decay], "weight_decay": args.weight_decay},
             {"params": [p for n, p in params if n not in decay], "weight_decay": 0.0},
@@ -34,11 +65,29 @@ def create_optimizer(model: torch.nn.Module, args: TrainingArguments) -> torch.o
         groups = [g for g in groups if g["params"]]
     else:  # one group: two would cost a second fused kernel launch every step for nothing
         groups = [{"params": [p for _, p in params], "weight_decay": 0.0}]
-    if args.optim == "sgd":
-        return torch.optim.SGD(groups, lr=args.learning_rate)
-    kwargs = {"lr": args.learning_rate, "betas": (args.adam_beta1, args.adam_beta2),
-              "eps": args.adam_epsilon}
-    if args.optim == "adamw_torch_fused" and _fused_supported(params):
+    if cls_and_kwargs is not None:
+        cls, kwargs_given = cls_and_kwargs
+        return cls(groups, **kwargs_given)
+    name = args.optim
+    optim_args = parse_optim_args(args.optim_args)
+    kwargs: dict[str, object] = {"lr": args.learning_rate}
+    if name in _OPTIM_ARG_KEYS:
+        numbers, flags = _OPTIM_ARG_KEYS[name]
+        kwargs.update({k: float(v) for k, v in optim_args.items() if k in numbers})
+        kwargs.update({k: v.lower() in ("true", "1", "yes") for k, v in optim_args.items()
+                       if k in flags})
+        cls = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad,
+               "rmsprop": torch.optim.RMSprop}[name]
+        return cls(groups, **kwargs)
+    if name == "adafactor":
+        try:
+            from transformers.optimization import Adafactor
+        except ImportError:
+            raise ConfigError("optim='adafactor' is transformers' Adafactor: install transformers, "
+                              "or choose 'adamw_torch'.") from None
+        return Adafactor(groups, scale_parameter=False, relative_step=False, **kwargs)
+    kwargs.update({"betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon})
+    if name == "adamw_torch_fused" and _fused_supported(params):
         kwargs["fused"] = True
     return torch.optim.AdamW(groups, **kwargs)
 
@@ -56,43 +105,3 @@ def _fused_supported(params: list) -> bool:
         return True
     except (RuntimeError, TypeError, ValueError):
         return False
-
-
-def create_scheduler(
-    optimizer: torch.optim.Optimizer, args: TrainingArguments, num_training_steps: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    warmup = args.get_warmup_steps(num_training_steps)
-    kind = args.lr_scheduler_type
-    if kind == "constant":
-        schedule = _constant
-    elif kind == "constant_with_warmup":
-        schedule = partial(_constant_with_warmup, warmup=warmup)
-    elif kind == "cosine":
-        cycles = float(args.lr_scheduler_kwargs.get("num_cycles", 0.5))
-        schedule = partial(_cosine, warmup=warmup, total=num_training_steps, cycles=cycles)
-    else:
-        schedule = partial(_linear, warmup=warmup, total=num_training_steps)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-
-
-# Module-level functions (not lambdas) so the scheduler's state_dict stays plain data.
-
-def _constant(step: int) -> float:
-    return 1.0
-
-
-def _constant_with_warmup(step: int, *, warmup: int) -> float:
-    return step / max(1.0, warmup) if step < warmup else 1.0
-
-
-def _linear(step: int, *, warmup: int, total: int) -> float:
-    if step < warmup:
-        return step / max(1, warmup)
-    return max(0.0, (total - step) / max(1, total - warmup))
-
-
-def _cosine(step: int, *, warmup: int, total: int, cycles: float) -> float:
-    if step < warmup:
-        return step / max(1, warmup)
-    progress = (step - warmup) / max(1, total - warmup)
-    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * cycles * 2.0 * progress)))

@@ -6,12 +6,41 @@ import time
 from typing import Any, NamedTuple
 
 
-class EvalPrediction(NamedTuple):
-    """What ``compute_metrics`` receives: numpy arrays (or tuples of them)."""
+class EvalPrediction:
+    """What ``compute_metrics`` receives: numpy arrays (or tuples of them).
 
-    predictions: Any
-    label_ids: Any
-    inputs: Any = None
+    As HF's: it unpacks as ``predictions, label_ids`` (``logits, labels = eval_pred``), with
+    ``inputs`` and then ``losses`` added to the items only when they are given; indexing and the
+    named attributes work alike.
+    """
+
+    def __init__(self, predictions: Any, label_ids: Any, inputs: Any = None,
+                 losses: Any = None) -> None:
+        self.predictions = predictions
+        self.label_ids = label_ids
+        self.inputs = inputs
+        self.losses = losses
+        elements: tuple[Any, ...] = (predictions, label_ids)
+        if inputs is not None:
+            elements += (inputs,)
+        if losses is not None:
+            elements += (losses,)
+        self.elements = elements
+
+    def __iter__(self) -> Any:
+        return iter(self.elements)
+
+    def __len__(self) -> int:
+        return len(self.elements)
+
+    def __getitem__(self, index: int) -> Any:
+        if isinstance(index, int) and not 0 <= index < len(self.elements):
+            raise IndexError("tuple index out of range")
+        return self.elements[index]
+
+    def __repr__(self) -> str:
+        return (f"EvalPrediction(predictions={self.predictions!r}, label_ids={self.label_ids!r}, "
+                f"inputs={self.inputs!r}, losses={self.losses!r})")
 
 
 class EvalLoopOutput(NamedTuple):

@@ -33,14 +33,13 @@ from hooktrain import distributed
 from hooktrain.evaluation import EvaluationMixin
 from hooktrain.item_count import accepts_loss_kwargs, loss_shifts_labels, takes_item_count
 from hooktrain.loop import TrainingLoopMixin
-from hooktrain.optim import create_optimizer, create_scheduler
+from hooktrain.overrides import OverridePointsMixin
 from hooktrain.outputs import TrainOutput
 from hooktrain.plugins import (
     Band,
     HookDispatcher,
     HooktrainPluginManager,
     PluginFault,
-    PluginRecord,
 )
 from hooktrain.plugins import discovery
 from hooktrain.resume import CheckpointMixin
@@ -56,7 +55,7 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
+class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, OverridePointsMixin):
     """Trains, evaluates and predicts with a PyTorch model, HF-compatible.
 
     Arguments are HF's. ``model`` is called as HF calls it: with a batch dict as keyword
@@ -82,16 +81,27 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
         train_dataset: Any = None,
         eval_dataset: Any = None,
         processing_class: Any = None,
+        model_init: Callable[..., torch.nn.Module] | None = None,
         compute_loss_func: Callable[..., torch.Tensor] | None = None,
         compute_metrics: Callable[[Any], dict[str, float]] | None = None,
         callbacks: list[Any] | None = None,
         optimizers: tuple[Any, Any] = (None, None),
+        optimizer_cls_and_kwargs: tuple[type, dict[str, Any]] | None = None,
         preprocess_logits_for_metrics: Callable[[Any, Any], Any] | None = None,
     ) -> None:
-        if model is None:
-            raise ConfigError("Trainer needs a model: Trainer(model=..., args=...).")
         self.args = args if args is not None else TrainingArguments()
         set_seed(self.args.seed)
+        self.model_init = model_init
+        if model_init is not None:
+            if model is not None:  # transformers 4.x's rule; 5.x refuses both
+                logger.warning("Trainer got both a model and model_init: model_init makes a "
+                               "fresh model at every train(), replacing the one given.")
+            else:
+                model = self.call_model_init()
+        if model is None:
+            raise ConfigError("Trainer needs a model: Trainer(model=..., args=...), or "
+                              "model_init=a function returning one.")
+        self._apply_process_arguments()
         self.device = self.args.device
         self.is_distributed = distributed.setup(self.args, self.device)
         self.model = model.to(self.device)
@@ -104,6 +114,10 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
         self.compute_metrics = compute_metrics
         self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
         self.optimizer, self.lr_scheduler = optimizers
+        self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
+        if model_init is not None and (self.optimizer is not None or self.lr_scheduler is not None):
+            raise ConfigError("model_init cannot be combined with optimizers=(...): each train() "
+                              "makes a new model. Override create_optimizer_and_scheduler instead.")
         self.label_names = self.args.label_names or ["labels"]
         self.is_in_train = False
         self._created_scheduler = False
@@ -158,45 +172,19 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
     @property
     def callbacks(self) -> list[Any]:
         """Every plugin object, in dispatch order."""
-        return [record.plugin for record in self.plugin_manager.records()]
+        return self.callback_handler.callbacks
 
     def add_callback(self, callback: Any) -> None:
         """Add a plugin: a class (instantiated with no arguments) or an instance (HF semantics)."""
-        plugin = callback() if isinstance(callback, type) else callback
-        cls = type(plugin)
-        if any(type(p) is cls for p in self.callbacks):
-            names = "\n".join(type(p).__name__ for p in self.callbacks)
-            logger.warning(
-                "You are adding a %s to the callbacks of this Trainer, but there is already one. "
-                "The current list of callbacks is:\n%s", cls.__name__, names,
-            )
-        self.plugin_manager.register_plugin(plugin)
+        self.callback_handler.add_callback(callback)
 
     def pop_callback(self, callback: Any) -> Any | None:
         """Remove and return the first plugin matching a class (isinstance) or an instance."""
-        record = self._find_record(callback)
-        if record is None:
-            return None
-        self.plugin_manager.unregister_plugin(record)
-        return record.plugin
+        return self.callback_handler.pop_callback(callback)
 
     def remove_callback(self, callback: Any) -> None:
         """Remove a plugin; an instance that is not registered raises ``ValueError`` (as HF)."""
-        record = self._find_record(callback)
-        if record is None:
-            if isinstance(callback, type):
-                return
-            raise ValueError(f"{callback!r} is not among this Trainer's callbacks.")
-        self.plugin_manager.unregister_plugin(record)
-
-    def _find_record(self, callback: Any) -> PluginRecord | None:
-        for record in self.plugin_manager.records():
-            if isinstance(callback, type):
-                if isinstance(record.plugin, callback):
-                    return record
-            elif record.plugin == callback:
-                return record
-        return None
+        self.callback_handler.remove_callback(callback)
 
     def _load_entry_point_plugins(self) -> None:
         from hooktrain.config import check_plugin_tables
@@ -266,7 +254,7 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
         args = self.args
         if self.train_dataset is None:
             raise ConfigError("Trainer.train() needs a train_dataset.")
-        train_dataloader = self.get_train_dataloader()
+        train_dataloader = self._train_dataloader = self.get_train_dataloader()
         steps_in_epoch = len(train_dataloader)
         accumulation = args.gradient_accumulation_steps
         updates_per_epoch = max(math.ceil(steps_in_epoch / accumulation), 1)
@@ -276,15 +264,19 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
         else:
             max_steps = math.ceil(args.num_train_epochs * updates_per_epoch)
             num_train_epochs = math.ceil(args.num_train_epochs)
+        if self.model_init is not None:  # a fresh model, seeded first, as HF
+            set_seed(args.seed)
+            self.model = self.call_model_init().to(self.device)
+            self.model_wrapped = self.model
+            self.optimizer, self.lr_scheduler = None, None
+            self.model_accepts_loss_kwargs = accepts_loss_kwargs(self.model)
+            self._loss_shifts_labels = loss_shifts_labels(self.model)
         if self.model_wrapped is self.model:
-            self.model_wrapped = distributed.wrap(self.model, self.device)
-        if self.optimizer is None:
-            self.optimizer = create_optimizer(self.model, args)
-        if self.lr_scheduler is None or self._created_scheduler:
-            # A schedule the Trainer made is made anew for every train() (as HF does); one
-            # passed in ``optimizers`` is the user's to keep.
-            self.lr_scheduler = create_scheduler(self.optimizer, args, max_steps)
-            self._created_scheduler = True
+            self.model_wrapped = self._wrap_model_for_training()
+        if self._created_scheduler:  # made anew for every train(), as HF; a passed one is kept
+            self.lr_scheduler = None
+            self._created_scheduler = False
+        self.create_optimizer_and_scheduler(num_training_steps=max_steps)
 
         self.state = TrainerState(train_batch_size=args.per_device_train_batch_size)
         self.state.compute_steps(args, max_steps)
@@ -370,7 +362,8 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
         args = self.args
         sampler = EpochBatchSampler(
-            len(self.train_dataset), args.per_device_train_batch_size, shuffle=True,
+            len(self.train_dataset), args.per_device_train_batch_size,
+            shuffle=args.train_sampling_strategy == "random",
             seed=args.data_seed if args.data_seed is not None else args.seed,
             drop_last=args.dataloader_drop_last, rank=args.process_index,
             world_size=args.world_size, pad_uneven=True,
@@ -386,7 +379,10 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin):
                 collate = drop_columns(collate, columns)
         pin = args.dataloader_pin_memory and self.device.type == "cuda"
         return make_dataloader(
-            dataset, sampler, collate, args.dataloader_num_workers, pin, args.seed
+            dataset, sampler, collate, args.dataloader_num_workers, pin, args.seed,
+            persistent_workers=args.dataloader_persistent_workers,
+            prefetch_factor=args.dataloader_prefetch_factor,
+            multiprocessing_context=args.dataloader_multiprocessing_context,
         )
 
     def _make_autocast(self) -> Callable[[], Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Callable
 
-from hooktrain.callback import TrainerCallback
+from hooktrain.callback import TrainerCallback, callback_base
 from hooktrain.errors import HookNameError
 from hooktrain.events import COMMON_ARGS, EVENT_NAMES, HF_EXTRA_ARGS, forwarding_function
 from hooktrain.markers import hookimpl
@@ -33,8 +33,10 @@ class TrainerCallbackBridge:
 
 
 def overridden_events(cls: type) -> list[str]:
-    """Events whose method ``cls`` overrides (base no-ops need no call)."""
-    return [e for e in EVENT_NAMES if getattr(cls, e, None) is not getattr(TrainerCallback, e)]
+    """Events whose method ``cls`` overrides (base no-ops need no call), whether it derives
+    from hooktrain's ``TrainerCallback`` or from transformers' own."""
+    base = callback_base(cls) or TrainerCallback
+    return [e for e in EVENT_NAMES if getattr(cls, e, None) is not getattr(base, e, None)]
 
 
 def check_callback_hook_names(callback: object) -> None:

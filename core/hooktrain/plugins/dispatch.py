@@ -19,6 +19,9 @@ of :meth:`HooktrainPluginManager.ordered_impls`:
 * Non-blocking plugins get their calls queued to a worker thread (:mod:`.background`); their
   errors are handled here, on the training thread, at the next event or :meth:`drain`.
 * ``HOOKTRAIN_TRACE_PLUGINS=1`` prints every call to stderr.
+* HF's ``CallbackHandler`` surface (:mod:`.hf_handler`): each event method also takes HF's
+  ``(args, state, control, ...)`` and then returns the control, for Trainer subclasses that call
+  ``callback_handler.on_log(...)`` themselves.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any, Callable
 
 from hooktrain.events import COMMON_ARGS, COPIED_ARGS, EXTRA_ARGS, argument_getter
 from hooktrain.plugins.background import BackgroundWorker
+from hooktrain.plugins.hf_handler import CallbackHandlerSurface, accepts_hf_call
 from hooktrain.plugins.manager import HooktrainPluginManager, PluginRecord
 from hooktrain.state import TrainerControl
 
@@ -49,7 +53,7 @@ class PluginFault:
     error: str
 
 
-class HookDispatcher:
+class HookDispatcher(CallbackHandlerSurface):
     """Calls the hooks of one Trainer's plugins. See the module docstring."""
 
     def __init__(self, manager: HooktrainPluginManager, plugin_errors: str = "warn") -> None:
@@ -92,42 +96,53 @@ class HookDispatcher:
 
     # ---- one typed method per event --------------------------------------------------------
 
+    @accepts_hf_call
     def on_init_end(self) -> None:
         self._fire("on_init_end")
 
+    @accepts_hf_call
     def on_load_checkpoint(self, checkpoint_dir: Any) -> None:
         self.kwargs["checkpoint_dir"] = checkpoint_dir
         self._fire("on_load_checkpoint")
 
+    @accepts_hf_call
     def on_train_begin(self) -> None:
         self.control.should_training_stop = False
         self._fire("on_train_begin")
 
+    @accepts_hf_call
     def on_epoch_begin(self) -> None:
         self.control.should_epoch_stop = False
         self._fire("on_epoch_begin")
 
+    @accepts_hf_call
     def on_step_begin(self) -> None:
         control = self.control
         control.should_log = control.should_evaluate = control.should_save = False
         self._fire("on_step_begin")
 
+    @accepts_hf_call
     def on_substep_end(self) -> None:
         self._fire("on_substep_end")
 
+    @accepts_hf_call
     def on_pre_optimizer_step(self) -> None:
         self._fire("on_pre_optimizer_step")
 
+    @accepts_hf_call
     def on_optimizer_step(self) -> None:
         self._fire("on_optimizer_step")
 
-    def on_step_end(self, loss: Any) -> None:
+    @accepts_hf_call
+    def on_step_end(self, loss: Any = None) -> None:
         self.kwargs["loss"] = loss
         self._fire("on_step_end")
 
+    @accepts_hf_call
     def on_epoch_end(self) -> None:
         self._fire("on_epoch_end")
 
+    @accepts_hf_call
     def on_pre_log(self, logs: dict[str, Any]) -> dict[str, Any]:
         """Values plugins add to a log about to be recorded (merged in plugin order)."""
         self.kwargs["logs"] = logs
@@ -136,31 +151,44 @@ class HookDispatcher:
         additions, self._additions = self._additions, {}
         return additions
 
+    @accepts_hf_call
     def on_log(self, logs: dict[str, Any]) -> None:
         self.control.should_log = False
         self.kwargs["logs"] = logs
         self._fire("on_log")
 
+    @accepts_hf_call
     def on_prediction_step(self) -> None:
         self._fire("on_prediction_step")
 
+    @accepts_hf_call
     def on_evaluate(self, metrics: dict[str, Any]) -> None:
         self.control.should_evaluate = False
         self.kwargs["metrics"] = metrics
         self._fire("on_evaluate")
 
+    @accepts_hf_call
     def on_predict(self, metrics: dict[str, Any]) -> None:
         self.kwargs["metrics"] = metrics
         self._fire("on_predict")
 
-    def on_save(self, checkpoint_dir: Any) -> None:
+    @accepts_hf_call
+    def on_save(self, checkpoint_dir: Any = None) -> None:
         self.control.should_save = False
         self.kwargs["checkpoint_dir"] = checkpoint_dir
         self._fire("on_save")
 
+    @accepts_hf_call
     def on_train_end(self) -> None:
         self._fire("on_train_end")
 
+    @accepts_hf_call
+    def on_push_begin(self) -> None:
+        """HF's event before a push to the Hub; hooktrain never pushes, but a Trainer subclass
+        that does can fire it through ``callback_handler``."""
+        self._fire("on_push_begin")
+
+    @accepts_hf_call
     def on_exception(self, exception: BaseException) -> None:
         """Call every plugin; failures are logged and never hide ``exception``."""
         self.kwargs["exception"] = exception
@@ -316,16 +344,6 @@ class HookDispatcher:
             rows.append((record, function, argument_getter(tuple(impl.argnames))))
         table = self._tables[hook] = tuple(rows)
         return table
-
-    @property
-    def callbacks(self) -> list[Any]:
-        """Every plugin object in dispatch order (HF's ``CallbackHandler.callbacks``)."""
-        return [record.plugin for record in self.manager.records()]
-
-    @property
-    def callback_list(self) -> str:
-        """Their class names, one per line (HF's ``CallbackHandler.callback_list``)."""
-        return "\n".join(type(plugin).__name__ for plugin in self.callbacks)
 
     def summary(self) -> str | None:
         """One line per plugin switched off during the run, or ``None``."""

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import pluggy
 
 from hooktrain import hookspecs
-from hooktrain.callback import TrainerCallback
+from hooktrain.callback import is_trainer_callback
 from hooktrain.errors import HookNameError, PluginError
 from hooktrain.events import EVENT_NAMES
 from hooktrain.markers import PROJECT_NAME
@@ -102,7 +102,7 @@ class HooktrainPluginManager(pluggy.PluginManager):
             name = f"{_describe(plugin)}#{ordinal}"
         if name in self._records:
             raise PluginError(f"A plugin named {name!r} is already registered.")
-        if isinstance(plugin, TrainerCallback):
+        if is_trainer_callback(plugin):  # hooktrain's or transformers' TrainerCallback
             target: object = TrainerCallbackBridge(plugin)
         else:
             _check_unmarked_hooks(plugin, name)

@@ -17,6 +17,7 @@ from typing import Any
 
 from hooktrain.errors import CheckpointError
 from hooktrain.plugins.manager import PluginRecord
+from hooktrain.callback import foreign_base
 from hooktrain.state import ExportableState, TrainerControl
 
 logger = logging.getLogger("hooktrain")
@@ -24,8 +25,14 @@ logger = logging.getLogger("hooktrain")
 CONTROL_KEY = "TrainerControl"
 
 
+def is_exportable(plugin: object) -> bool:
+    """HF's state protocol: hooktrain's ``ExportableState`` or transformers' (by its MRO)."""
+    return isinstance(plugin, ExportableState) or (
+        foreign_base(type(plugin), "ExportableState") is not None)
+
+
 def is_stateful(plugin: object) -> bool:
-    if isinstance(plugin, ExportableState):
+    if is_exportable(plugin):
         return True
     return callable(getattr(plugin, "state_dict", None)) and callable(
         getattr(plugin, "load_state_dict", None)
@@ -56,7 +63,7 @@ def collect(records: list[PluginRecord], control: TrainerControl) -> dict[str, A
     """Every stateful plugin's state, plus the control, as JSON-ready data."""
     states: dict[str, Any] = {CONTROL_KEY: control.state()}
     for key, plugin in keyed_plugins(records).items():
-        state = plugin.state() if isinstance(plugin, ExportableState) else plugin.state_dict()
+        state = plugin.state() if is_exportable(plugin) else plugin.state_dict()
         try:
             json.dumps(state)
         except (TypeError, ValueError) as exc:
@@ -89,7 +96,7 @@ def restore(records: list[PluginRecord], stored: dict[str, Any], control: Traine
             )
             continue
         state = stored[key]
-        if isinstance(plugin, ExportableState):
+        if is_exportable(plugin):
             for name, value in state.get("attributes", {}).items():
                 setattr(plugin, name, value)
         else:
