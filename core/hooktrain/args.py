@@ -44,7 +44,7 @@ class TrainingArguments(HFArguments):
     does here.
     """
 
-    output_dir: str = "trainer_output"
+    output_dir: str | None = "trainer_output"
     num_train_epochs: float = 3.0
     max_steps: int = -1
     per_device_train_batch_size: int = 8
@@ -96,7 +96,9 @@ class TrainingArguments(HFArguments):
     plugin_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.output_dir = os.fspath(self.output_dir)
+        # transformers 5 defaults output_dir to None, meaning "trainer_output"
+        self.output_dir = os.fspath(self.output_dir) if self.output_dir is not None else (
+            "trainer_output")
         check_hf_arguments(self)
         _check_choice("logging_strategy", self.logging_strategy, INTERVAL_STRATEGIES)
         _check_choice("eval_strategy", self.eval_strategy, INTERVAL_STRATEGIES)
