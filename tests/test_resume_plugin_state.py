@@ -250,7 +250,10 @@ ES_STOP_ARGS = {
 
 
 @pytest.mark.parametrize("resume", ["path", True])
-def test_resume_after_early_stopping_trains_no_further_step(tmp_path, resume):
+def test_resume_after_early_stopping_trains_on_until_the_restored_counter_stops_it(tmp_path,
+                                                                                    resume):
+    """As HF: the stop is not carried over, the stopper's counter is; the first evaluation that
+    does not improve stops the resumed run again."""
     out = tmp_path / "run"
     stopper = EarlyStoppingCallback(early_stopping_patience=1)
     first = make_trainer(out, callbacks=[stopper], compute_metrics=_scores([2.0, 1.0, 3.0, 4.0]),
@@ -258,20 +261,34 @@ def test_resume_after_early_stopping_trains_no_further_step(tmp_path, resume):
     first.train()
     assert first.state.global_step == 4  # stopped by early stopping, max_steps is 12
     assert stopper.early_stopping_patience_counter == 1
-    weights = {k: v.clone() for k, v in first.model.state_dict().items()}
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint-2", "checkpoint-4"]
 
     recorder = HookRecorder()
     again_stopper = EarlyStoppingCallback(early_stopping_patience=1)
     again = make_trainer(out, callbacks=[again_stopper, recorder],
-                         compute_metrics=_scores([3.0, 4.0, 5.0, 6.0]), **ES_STOP_ARGS)
+                         compute_metrics=_scores([0.5, 4.0, 5.0, 6.0]), **ES_STOP_ARGS)
     again.train(resume_from_checkpoint=str(out / "checkpoint-4") if resume == "path" else True)
-    assert again.state.global_step == 4
-    assert recorder.of("on_step_end") == []
-    assert recorder.of("on_evaluate") == []
-    assert again_stopper.early_stopping_patience_counter == 1
-    for key, value in again.model.state_dict().items():
-        assert torch.equal(value, weights[key]), key
+    assert [c.global_step for c in recorder.of("on_evaluate")] == [6]
+    assert again.state.global_step == 6
+    assert again_stopper.early_stopping_patience_counter == 2
+
+
+def test_a_run_a_callback_stopped_continues_when_resumed_to_the_uninterrupted_weights(tmp_path):
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 4:
+                control.should_training_stop = True
+
+    schedule = {"max_steps": 8, "save_steps": 4}
+    reference = make_trainer(tmp_path / "reference", **schedule)
+    reference.train()
+    out = tmp_path / "run"
+    make_trainer(out, callbacks=[StopAt()], **schedule).train()
+    resumed = make_trainer(out, **schedule)
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 8
+    for key, value in resumed.model.state_dict().items():
+        assert torch.equal(value, reference.model.state_dict()[key]), key
 
 
 def test_resume_with_larger_max_steps_continues_a_finished_run(tmp_path):
@@ -281,3 +298,19 @@ def test_resume_with_larger_max_steps_continues_a_finished_run(tmp_path):
     trainer = make_trainer(out, max_steps=10)
     trainer.train(resume_from_checkpoint=True)
     assert trainer.state.global_step == 10
+
+
+def test_a_default_early_stopper_resumes_with_the_saved_patience_and_counter(tmp_path):
+    """HF 5.x rebuilds a stateful callback from its saved arguments: a default
+    EarlyStoppingCallback() takes over the saved one (patience 3, counter 1), matched by class
+    since its key (which names its settings) differs."""
+    out = tmp_path / "run"
+    schedule = {k: v for k, v in ES_STOP_ARGS.items() if k != "num_train_epochs"}
+    first = EarlyStoppingCallback(early_stopping_patience=3)
+    make_trainer(out, callbacks=[first], compute_metrics=_scores([2.0, 1.0, 3.0]), max_steps=4,
+                 **schedule).train()
+    assert first.early_stopping_patience_counter == 1
+    default = EarlyStoppingCallback()
+    resumed = make_trainer(out, callbacks=[default], max_steps=4, **schedule)
+    resumed.train(resume_from_checkpoint=True)
+    assert (default.early_stopping_patience, default.early_stopping_patience_counter) == (3, 1)

@@ -305,9 +305,11 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, OverridePoint
         if not args.ignore_data_skip:
             skip_batches = (self.state.global_step % updates_per_epoch) * accumulation
 
-        finished = self.state.global_step >= max_steps or self.control.should_training_stop
+        # As in HF, a stop a callback asked for in the run that wrote the checkpoint does not
+        # stop the resumed one (on_train_begin clears it): only max_steps ends it at once.
+        finished = self.state.global_step >= max_steps
         self.callback_handler.on_train_begin()
-        if finished:  # a resumed run that had already ended: it still ends stopped, as it did
+        if finished:  # a resumed run that had already ended: it ends stopped, training nothing
             self.control.should_training_stop = True
         if args.eval_on_start:
             self._evaluate_during_training()

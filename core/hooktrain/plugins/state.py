@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
 from typing import Any
 
@@ -83,21 +84,56 @@ def restore(records: list[PluginRecord], stored: dict[str, Any], control: Traine
         saved = stored[CONTROL_KEY].get("args", {})
         control.should_training_stop = bool(saved.get("should_training_stop", False))
     plugins = keyed_plugins(records)
-    orphans = [key for key in stored if key != CONTROL_KEY and key not in plugins]
-    if orphans:
+    matches = {key: key for key in plugins if key in stored}
+    # HF 5.x matches by class: a stored state whose key no plugin has now (a default
+    # EarlyStoppingCallback() resuming a run saved with patience 3) goes to the next unmatched
+    # plugin of the same class, in order.
+    spare = [key for key in stored if key != CONTROL_KEY and key not in matches.values()]
+    for key, plugin in plugins.items():
+        if key in matches:
+            continue
+        same_class = [k for k in spare if _class_of_key(k) == type(plugin).__qualname__]
+        if same_class:
+            matches[key] = same_class[0]
+            spare.remove(same_class[0])
+    if spare:
         logger.warning(
             "The checkpoint holds state for plugins this run does not have; it is ignored: %s.",
-            ", ".join(orphans),
+            ", ".join(spare),
         )
     for key, plugin in plugins.items():
-        if key not in stored:
+        if key not in matches:
             logger.warning(
                 "Plugin state %r is not in the checkpoint; the plugin starts fresh.", key
             )
             continue
-        state = stored[key]
+        state = stored[matches[key]]
         if is_exportable(plugin):
-            for name, value in state.get("attributes", {}).items():
-                setattr(plugin, name, value)
+            _rebuild(plugin, state)
         else:
             plugin.load_state_dict(state)  # type: ignore[attr-defined]
+
+
+def _class_of_key(key: str) -> str:
+    """The class part of a state key: ``Counter#1`` and ``EarlyStoppingCallback[...]``."""
+    return re.split(r"[\[#]", key, maxsplit=1)[0]
+
+
+def _rebuild(plugin: Any, state: dict[str, Any]) -> None:
+    """HF 5.x's restore, onto the same object: ``type(plugin)(**args)``, then the attributes.
+
+    The saved arguments win over the ones given now (a default ``EarlyStoppingCallback()``
+    resumes with the saved patience); a class whose constructor does not take them keeps its
+    own and gets the attributes only.
+    """
+    arguments = state.get("args", {}) or {}
+    if arguments:
+        try:
+            fresh = type(plugin)(**arguments)
+        except TypeError as exc:
+            logger.warning("%s cannot be rebuilt from its saved arguments (%s); only its saved "
+                           "attributes are restored.", type(plugin).__qualname__, exc)
+        else:
+            vars(plugin).update(vars(fresh))
+    for name, value in state.get("attributes", {}).items():
+        setattr(plugin, name, value)
