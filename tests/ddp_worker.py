@@ -3,8 +3,8 @@
     python -m torch.distributed.run --standalone --nproc-per-node 2 tests/ddp_worker.py OUT [opts]
 
 Options (key=value): batch (per device), steps, save (save_steps), resume (1), fail_rank,
-fail_step, eval (1: evaluate every 2 steps). Rank zero writes OUT/result.json (weights and logs);
-every rank writes OUT/events-<rank>.json with the events its plugins saw, and
+fail_step, stop_step (a callback stops training there), eval (1: evaluate every 2 steps).
+Rank zero writes OUT/result.json (weights and logs); every rank writes OUT/events-<rank>.json with the events its plugins saw, and
 OUT/exit-threads-<rank>.json with the native threads still running after every other ``atexit``
 handler (hooktrain's teardown of the process group among them) has run.
 """
@@ -27,14 +27,17 @@ from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
 class RankRecorder(TrainerCallback):
     """A user callback: runs on every rank and notes what it saw."""
 
-    def __init__(self, out: Path, fail_rank: int, fail_step: int) -> None:
+    def __init__(self, out: Path, fail_rank: int, fail_step: int, stop_step: int = -1) -> None:
         self.out, self.fail_rank, self.fail_step = out, fail_rank, fail_step
+        self.stop_step = stop_step
         self.events: list[str] = []
 
     def on_step_end(self, args, state, control, **kwargs):
         self.events.append(f"step {state.global_step}")
         if state.global_step == self.fail_step and args.process_index == self.fail_rank:
             raise RuntimeError(f"rank {self.fail_rank} fails at step {self.fail_step}")
+        if state.global_step == self.stop_step:  # every rank stops, as a callback would
+            control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         self.events.append("log")
@@ -100,7 +103,7 @@ def main() -> None:
         per_device_eval_batch_size=3, **extra,
     )
     recorder = RankRecorder(out, int(options.get("fail_rank", -1)),
-                            int(options.get("fail_step", -1)))
+                            int(options.get("fail_step", -1)), int(options.get("stop_step", -1)))
     torch.manual_seed(0)  # the same initial weights in one process and in N
     trainer = Trainer(TinyRegressor(dropout=0.0), args, train_dataset=RegressionDataset(32),
                       eval_dataset=RegressionDataset(11, seed=1), callbacks=[recorder])

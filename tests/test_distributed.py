@@ -114,6 +114,14 @@ def test_a_run_killed_under_torchrun_resumes_to_the_same_weights(runs, tmp_path)
     assert losses(tmp_path) == losses(runs["two"])
 
 
+def test_a_run_a_callback_stopped_resumes_to_the_uninterrupted_weights(runs, tmp_path) -> None:
+    torchrun(tmp_path, "batch=2", "eval=1", "save=2", "stop_step=4")
+    assert max(e["step"] for e in result(tmp_path)["log_history"]) == 4
+    torchrun(tmp_path, "batch=2", "eval=1", "save=2", "resume=1")
+    reference, resumed = weights(runs["two"]), weights(tmp_path)
+    assert all(np.array_equal(resumed[k], reference[k]) for k in reference)
+
+
 def test_a_checkpoint_from_two_processes_evaluates_in_one(runs, tmp_path) -> None:
     torch.manual_seed(0)
     model = TinyRegressor(dropout=0.0)
