@@ -4,9 +4,10 @@
 
 Options (key=value): batch (per device), steps, save (save_steps), resume (1), fail_rank,
 fail_step, stop_step (a callback stops training there), eval (1: evaluate every 2 steps).
-Rank zero writes OUT/result.json (weights and logs); every rank writes OUT/events-<rank>.json with the events its plugins saw, and
-OUT/exit-threads-<rank>.json with the native threads still running after every other ``atexit``
-handler (hooktrain's teardown of the process group among them) has run.
+Rank zero writes OUT/result.json (weights and logs); every rank writes OUT/events-<rank>.json
+with the events its plugins saw, and OUT/exit-threads-<rank>.json with the native threads still
+running after every other ``atexit`` handler (hooktrain's teardown of the process group among
+them) has run.
 """
 
 from __future__ import annotations
