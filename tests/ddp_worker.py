@@ -3,7 +3,8 @@
     python -m torch.distributed.run --standalone --nproc-per-node 2 tests/ddp_worker.py OUT [opts]
 
 Options (key=value): batch (per device), steps, save (save_steps), resume (1), fail_rank,
-fail_step, stop_step (a callback stops training there), eval (1: evaluate every 2 steps).
+fail_step, stop_step (a callback stops training there), eval (1: evaluate every 2 steps),
+iterable (1: the data sets as streams without a length, read in order).
 Rank zero writes OUT/result.json (weights and logs); every rank writes OUT/events-<rank>.json
 with the events its plugins saw, and OUT/exit-threads-<rank>.json with the native threads still
 running after every other ``atexit`` handler (hooktrain's teardown of the process group among
@@ -69,6 +70,16 @@ class LoggingPlugin:
             handle.write(json.dumps(logs) + "\n")
 
 
+class Stream(torch.utils.data.IterableDataset):
+    """A data set's samples in order, with no length."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        self.dataset = dataset
+
+    def __iter__(self):
+        return (self.dataset[i] for i in range(len(self.dataset)))
+
+
 def native_threads() -> list[str]:
     """The names of this process's native threads (Linux; empty elsewhere)."""
     names = []
@@ -106,8 +117,12 @@ def main() -> None:
     recorder = RankRecorder(out, int(options.get("fail_rank", -1)),
                             int(options.get("fail_step", -1)), int(options.get("stop_step", -1)))
     torch.manual_seed(0)  # the same initial weights in one process and in N
-    trainer = Trainer(TinyRegressor(dropout=0.0), args, train_dataset=RegressionDataset(32),
-                      eval_dataset=RegressionDataset(11, seed=1), callbacks=[recorder])
+    train_set, eval_set = RegressionDataset(32), RegressionDataset(11, seed=1)
+    if options.get("iterable") == "1":
+        train_set, eval_set = Stream(train_set), Stream(eval_set)
+        args.train_sampling_strategy = "sequential"
+    trainer = Trainer(TinyRegressor(dropout=0.0), args, train_dataset=train_set,
+                      eval_dataset=eval_set, callbacks=[recorder])
     trainer.plugin_manager.register_plugin(LoggingPlugin(out), band=Band.ENTRY_POINT,
                                            name="logger", isolated=True, all_ranks=False)
     trainer.train(resume_from_checkpoint=True if options.get("resume") == "1" else None)

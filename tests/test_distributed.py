@@ -122,6 +122,18 @@ def test_a_run_a_callback_stopped_resumes_to_the_uninterrupted_weights(runs, tmp
     assert all(np.array_equal(resumed[k], reference[k]) for k in reference)
 
 
+def test_a_stream_splits_between_processes_as_one_process_reads_it(tmp_path) -> None:
+    """Each process keeps its slice of every global batch of an IterableDataset."""
+    single(tmp_path / "one", "batch=4", "eval=1", "iterable=1")
+    torchrun(tmp_path / "two", "batch=2", "eval=1", "iterable=1")
+    one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
+    for name in one:
+        np.testing.assert_allclose(two[name], one[name], rtol=0, atol=1e-6)
+    for (step_a, key_a, a), (step_b, key_b, b) in zip(losses(tmp_path / "one"),
+                                                       losses(tmp_path / "two"), strict=True):
+        assert (step_a, key_a) == (step_b, key_b) and b == pytest.approx(a, rel=1e-6)
+
+
 def test_a_checkpoint_from_two_processes_evaluates_in_one(runs, tmp_path) -> None:
     torch.manual_seed(0)
     model = TinyRegressor(dropout=0.0)

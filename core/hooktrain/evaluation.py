@@ -16,6 +16,7 @@ import torch
 from hooktrain import distributed
 from hooktrain.data import EpochBatchSampler, batch_size_of, split_labels, to_device
 from hooktrain.errors import ConfigError
+from hooktrain.iterable import has_length
 from hooktrain.outputs import EvalLoopOutput, EvalPrediction, PredictionOutput, speed_metrics
 
 if TYPE_CHECKING:
@@ -98,6 +99,9 @@ class EvaluationMixin:
         return self._ordered_dataloader(test_dataset)
 
     def _ordered_dataloader(self: Trainer, dataset: Any) -> torch.utils.data.DataLoader:
+        if not has_length(dataset):
+            return self._iterable_dataloader(dataset, self.args.per_device_eval_batch_size,
+                                             pad_uneven=False)
         sampler = EpochBatchSampler(
             len(dataset), self.args.per_device_eval_batch_size, shuffle=False, seed=0,
             rank=self.args.process_index, world_size=self.args.world_size,

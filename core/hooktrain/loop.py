@@ -19,9 +19,10 @@ import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from hooktrain import distributed
-from hooktrain.data import split_labels, to_device
+from hooktrain.data import EpochBatchSampler, split_labels, to_device
 from hooktrain.errors import ConfigError
 from hooktrain.item_count import count_items
+from hooktrain.iterable import start_epoch
 from hooktrain.outputs import TrainOutput, speed_metrics
 
 if TYPE_CHECKING:
@@ -38,11 +39,15 @@ class TrainingLoopMixin:
     ) -> None:
         args, state, hooks = self.args, self.state, self.callback_handler
         accumulation = args.gradient_accumulation_steps
-        dataloader.batch_sampler.set_epoch(epoch, skip_batches)
+        if isinstance(dataloader.batch_sampler, EpochBatchSampler):
+            dataloader.batch_sampler.set_epoch(epoch, skip_batches)  # the sampler skips
+            batches: Any = dataloader
+        else:  # an iterable data set: the resumed batches are read and dropped
+            batches = start_epoch(dataloader, epoch, skip_batches)
         hooks.on_epoch_begin()
         step = skip_batches - 1
         step_loss: torch.Tensor | None = None
-        for batch, num_items_in_batch in self._batches_with_item_counts(dataloader, skip_batches):
+        for batch, num_items_in_batch in self._batches_with_item_counts(batches, skip_batches):
             step += 1
             if step % accumulation == 0:
                 hooks.on_step_begin()

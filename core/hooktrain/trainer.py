@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import random
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,7 @@ from hooktrain.data import (
 from hooktrain.errors import ConfigError
 from hooktrain import distributed
 from hooktrain.evaluation import EvaluationMixin
+from hooktrain.iterable import SignatureColumns, has_length, iterable_dataloader
 from hooktrain.item_count import accepts_loss_kwargs, loss_shifts_labels, takes_item_count
 from hooktrain.loop import TrainingLoopMixin
 from hooktrain.overrides import OverridePointsMixin
@@ -255,10 +257,18 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, OverridePoint
         if self.train_dataset is None:
             raise ConfigError("Trainer.train() needs a train_dataset.")
         train_dataloader = self._train_dataloader = self.get_train_dataloader()
-        steps_in_epoch = len(train_dataloader)
         accumulation = args.gradient_accumulation_steps
+        if has_length(train_dataloader):
+            steps_in_epoch = len(train_dataloader)
+        elif args.max_steps > 0:  # an iterable data set: an "epoch" is max_steps steps (HF)
+            steps_in_epoch = args.max_steps * accumulation
+        else:
+            raise ConfigError("The train_dataset has no length (an IterableDataset), so the run "
+                              "cannot count its epochs: set max_steps in TrainingArguments.")
         updates_per_epoch = max(math.ceil(steps_in_epoch / accumulation), 1)
-        if args.max_steps > 0:
+        if not has_length(train_dataloader):
+            max_steps, num_train_epochs = args.max_steps, sys.maxsize  # until max_steps, as HF
+        elif args.max_steps > 0:
             max_steps = args.max_steps
             num_train_epochs = math.ceil(max_steps / updates_per_epoch)
         else:
@@ -363,6 +373,9 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, OverridePoint
 
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
         args = self.args
+        if not has_length(self.train_dataset):
+            return self._iterable_dataloader(self.train_dataset,
+                                             args.per_device_train_batch_size, pad_uneven=True)
         sampler = EpochBatchSampler(
             len(self.train_dataset), args.per_device_train_batch_size,
             shuffle=args.train_sampling_strategy == "random",
@@ -385,6 +398,17 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, OverridePoint
             persistent_workers=args.dataloader_persistent_workers,
             prefetch_factor=args.dataloader_prefetch_factor,
             multiprocessing_context=args.dataloader_multiprocessing_context,
+        )
+
+    def _iterable_dataloader(self, dataset: Any, batch_size: int,
+                             pad_uneven: bool) -> torch.utils.data.DataLoader:
+        args = self.args
+        collate = self.data_collator
+        if args.remove_unused_columns:
+            collate = SignatureColumns(collate, self.model, self.label_names)
+        return iterable_dataloader(
+            dataset, batch_size, collate, args.process_index, args.world_size, pad_uneven,
+            args.dataloader_num_workers, args.dataloader_pin_memory and self.device.type == "cuda",
         )
 
     def _make_autocast(self) -> Callable[[], Any]:
