@@ -7,6 +7,7 @@ checks that the run went through it (and that its result was used).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -230,3 +231,21 @@ def test_log_metrics_save_metrics_and_metrics_format_as_hf(tmp_path, capsys) -> 
     assert trainer.is_world_process_zero() and trainer.is_local_process_zero()
     assert trainer.get_num_trainable_parameters() == sum(
         p.numel() for p in trainer.model.parameters())
+
+
+def test_save_model_override_is_called_into_every_checkpoint(tmp_path) -> None:
+    class WithCard(Trainer):
+        def save_model(self, output_dir=None, _internal_call=False):
+            super().save_model(output_dir, _internal_call)
+            (Path(output_dir or self.args.output_dir) / "README.md").write_text("model card")
+
+    trainer = build(WithCard, tmp_path, save_strategy="epoch")
+    trainer.train()
+    for step in (4, 8):
+        checkpoint = tmp_path / f"checkpoint-{step}"
+        assert (checkpoint / "README.md").read_text() == "model card"
+        manifest = json.loads((checkpoint / "manifest.json").read_text())
+        assert "README.md" in manifest["files"] and "model.safetensors" in manifest["files"]
+    resumed = build(WithCard, tmp_path, save_strategy="epoch")
+    resumed.train(resume_from_checkpoint=True)  # the manifest with the extra file verifies
+    assert resumed.state.global_step == 8

@@ -57,9 +57,14 @@ def rng_file(rank: int) -> str:
 
 
 def write_checkpoint(
-    output_dir: str | Path, global_step: int, writers: dict[str, Callable[[Path], None]]
+    output_dir: str | Path, global_step: int, writers: dict[str, Callable[[Path], None]],
+    before: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write ``checkpoint-<global_step>`` atomically; ``writers`` maps file name -> writer."""
+    """Write ``checkpoint-<global_step>`` atomically; ``writers`` maps file name -> writer.
+
+    ``before(directory)`` may write files of its own first (a ``save_model`` override); the
+    writers' files replace any of the same name, and every file is in the manifest.
+    """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     final = output_dir / f"{PREFIX}-{global_step}"
@@ -67,12 +72,15 @@ def write_checkpoint(
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
-    files = {}
+    if before is not None:
+        before(staging)
     for name, write in writers.items():
-        path = staging / name
-        write(path)
+        write(staging / name)
+    files = {}
+    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
         _fsync_file(path)
-        files[name] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+        files[path.relative_to(staging).as_posix()] = {"size": path.stat().st_size,
+                                                       "sha256": _sha256(path)}
     manifest = staging / MANIFEST
     manifest.write_text(json.dumps({"format": FORMAT, "files": files}, indent=2) + "\n")
     _fsync_file(manifest)

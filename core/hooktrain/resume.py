@@ -67,13 +67,20 @@ class CheckpointMixin:
                 ckpt.ARGS: ckpt.save_json(args.to_dict()),
                 ckpt.LOOP_STATE: ckpt.save_json(loop),
             }
-            path = ckpt.write_checkpoint(output_dir, step, writers)
+            path = ckpt.write_checkpoint(output_dir, step, writers, before=self._save_model_hook())
             keep = [path] + [p for p in (self._resumed_from,) if p is not None]
             if state.best_model_checkpoint:
                 keep.append(Path(state.best_model_checkpoint))
             ckpt.rotate_checkpoints(output_dir, args.save_total_limit, keep)
         distributed.barrier()  # on_save fires on every rank once the checkpoint is complete
         return path
+
+    def _save_model_hook(self: Trainer) -> Any:
+        """A ``save_model`` override, called into the checkpoint as HF's ``_save_checkpoint``
+        calls it (``_internal_call=True``); the checkpoint's own weights are written after it."""
+        if getattr(type(self).save_model, "writes_checkpoint_weights_itself", False):
+            return None  # the Trainer's own: the checkpoint writes the weights
+        return lambda directory: self.save_model(str(directory), _internal_call=True)
 
     def _resolve_resume(self: Trainer, resume_from_checkpoint: str | bool | None) -> Path | None:
         self._resumed_from = None

@@ -353,14 +353,18 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, OverridePoint
     def is_local_process_zero(self) -> bool:
         return self.args.local_process_index == 0
 
-    def save_model(self, output_dir: str | None = None) -> None:
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Write the model (``model.safetensors``, ``config.json`` when it has a config) to
-        ``output_dir`` (default ``args.output_dir``), on the main process."""
+        ``output_dir`` (default ``args.output_dir``), on the main process. An override is also
+        called into every checkpoint (``_internal_call=True``, on the main process), as in HF."""
         from hooktrain.integration import save_model
 
         if self.args.should_save:
             save_model(self.model, output_dir or self.args.output_dir)
-        distributed.barrier()
+        if not _internal_call:  # a checkpoint's call runs on the main process only
+            distributed.barrier()
+
+    save_model.writes_checkpoint_weights_itself = True  # type: ignore[attr-defined]
 
     def save_state(self) -> None:
         """Write ``trainer_state.json`` into ``args.output_dir`` (HF's ``save_state``)."""
