@@ -228,3 +228,32 @@ def test_predictions_unpack_the_same(tmp_path) -> None:
         lib.Trainer(Regressor(), args, eval_dataset=Regression(6),
                     compute_metrics=metrics).evaluate()
     assert seen["hooktrain"] == seen["transformers"]
+
+
+def test_neftune_noise_is_transformers_noise(tmp_path) -> None:
+    """The hook adds what HF's adds (same formula, same RNG draws); the runs themselves differ
+    only because HF's DataLoader draws its base seed from the global RNG and hooktrain's does
+    not (so that a resumed run draws as the uninterrupted one)."""
+    from transformers.integrations.neftune import neftune_post_forward_hook
+
+    from hooktrain.overrides import _neftune_noise
+
+    embedding = nn.Embedding(32, 16)
+    embedding.neftune_noise_alpha = 5.0
+    output = embedding(torch.randint(0, 32, (2, 8)))
+    torch.manual_seed(1)
+    theirs = neftune_post_forward_hook(embedding, None, output)
+    torch.manual_seed(1)
+    ours = _neftune_noise(embedding, None, output)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+    arguments = {"num_train_epochs": 1, "learning_rate": 0.1, "optim": "sgd", "seed": 0,
+                 "per_device_train_batch_size": 4, "save_strategy": "no",
+                 "lr_scheduler_type": "constant"}
+    noisy, _ = train("hooktrain", tmp_path / "ours", tiny_llama(), Sequences(),
+                     neftune_noise_alpha=5.0, **arguments)
+    plain, _ = train("hooktrain", tmp_path / "plain", tiny_llama(), Sequences(), **arguments)
+    assert noisy.state.log_history[0]["loss"] != plain.state.log_history[0]["loss"]
+    assert not noisy.model.get_input_embeddings()._forward_hooks  # removed after training
+    # evaluation adds no noise: the same loss twice
+    assert noisy.evaluate(Sequences(4))["eval_loss"] == noisy.evaluate(Sequences(4))["eval_loss"]

@@ -50,9 +50,10 @@ class EvaluationMixin:
             if datasets is None:
                 raise ConfigError("evaluate() needs an eval_dataset (in the Trainer or here).")
             start = time.time()
-            output = self.evaluation_loop(
-                self.get_eval_dataloader(datasets), "Evaluation", ignore_keys=ignore_keys,
-                metric_key_prefix=metric_key_prefix,
+            output = self.evaluation_loop(  # predictions only for compute_metrics, as HF
+                self.get_eval_dataloader(datasets), "Evaluation",
+                prediction_loss_only=True if self.compute_metrics is None else None,
+                ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix,
             )
             metrics = output.metrics
             metrics.update(speed_metrics(
@@ -165,7 +166,15 @@ class EvaluationMixin:
         self: Trainer, model: torch.nn.Module, inputs: Any, prediction_loss_only: bool,
         ignore_keys: list[str] | None = None,
     ) -> tuple[torch.Tensor | None, Any, Any]:
-        """One evaluation batch: ``(loss, logits, labels)``, each possibly ``None``."""
+        """One evaluation batch: ``(loss, logits, labels)``, each possibly ``None``.
+
+        As HF, output keys the model's config lists in ``keys_to_ignore_at_inference`` (a
+        causal LM's ``past_key_values``) are left out unless ``ignore_keys`` is given.
+        """
+        if ignore_keys is None:  # HF's defaults, "cache" for a model with a config
+            config = getattr(self.model, "config", None)
+            ignore_keys = [] if config is None else list(
+                getattr(config, "keys_to_ignore_at_inference", ["cache"]))
         if self.device.type != "cpu":
             inputs = to_device(inputs, self.device)
         labels = split_labels(inputs, self.label_names)[1]

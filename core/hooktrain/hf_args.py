@@ -44,6 +44,7 @@ class HFArguments:
     torch_compile_backend: str | None = None
     torch_compile_mode: str | None = None
     logging_nan_inf_filter: bool = True
+    neftune_noise_alpha: float | None = None
     log_level: str = "passive"
     log_level_replica: str = "warning"
     log_on_each_node: bool = True
@@ -94,7 +95,6 @@ class HFArguments:
     fsdp: str | None = None
     fsdp_config: dict[str, Any] | str | None = None
     use_liger_kernel: bool = False
-    neftune_noise_alpha: float | None = None
     include_for_metrics: list[str] = field(default_factory=list)
     batch_eval_metrics: bool = False
     include_num_input_tokens_seen: str | bool = "no"
@@ -180,7 +180,9 @@ FIELD_STATUS: dict[str, tuple[str, str]] = {
     "fsdp": (UNSUPPORTED, "FSDP is not supported yet; use torchrun (DDP)."),
     "fsdp_config": (UNSUPPORTED, "FSDP is not supported yet."),
     "use_liger_kernel": (UNSUPPORTED, "Liger kernels are not supported."),
-    "neftune_noise_alpha": (UNSUPPORTED, "NEFTune noise is not supported."),
+    "neftune_noise_alpha": (IMPLEMENTED, "NEFTune noise on the input embeddings while "
+                            "training, as HF; an error for a model without "
+                            "get_input_embeddings()."),
     "include_for_metrics": (UNSUPPORTED, "compute_metrics gets predictions and labels only."),
     "batch_eval_metrics": (UNSUPPORTED, "compute_metrics runs once, on the whole set."),
     "include_num_input_tokens_seen": (UNSUPPORTED, "input tokens are not counted."),

@@ -175,6 +175,28 @@ class OverridePointsMixin:
         )
 
 
+    def _activate_neftune(self: Trainer) -> Any:
+        """HF's NEFTune: uniform noise on the input embeddings while training, scaled by
+        ``neftune_noise_alpha / sqrt(sequence length * hidden size)``; returns the hook handle."""
+        get_embeddings = getattr(self.model, "get_input_embeddings", None)
+        if get_embeddings is None:
+            raise ConfigError(
+                f"neftune_noise_alpha is set but {type(self.model).__name__} has no "
+                "get_input_embeddings() (transformers' models do); unset neftune_noise_alpha."
+            )
+        embeddings = get_embeddings()
+        embeddings.neftune_noise_alpha = self.args.neftune_noise_alpha
+        return embeddings.register_forward_hook(_neftune_noise)
+
+
+def _neftune_noise(module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+    if module.training:
+        dims = torch.tensor(output.size(1) * output.size(2))
+        magnitude = module.neftune_noise_alpha / torch.sqrt(dims)
+        output = output + torch.zeros_like(output).uniform_(-magnitude, magnitude)
+    return output
+
+
 def _runtime(seconds: float) -> str:
     minutes, secs = divmod(seconds, 60)
     hours, minutes = divmod(int(minutes), 60)

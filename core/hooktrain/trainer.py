@@ -237,10 +237,15 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, OverridePoint
         """Train; ``resume_from_checkpoint=True`` continues from the newest complete checkpoint."""
         with distributed.terminate_as_exception(), self._exception_funnel():
             self.is_in_train = True
+            neftune = None
             try:
+                if self.args.neftune_noise_alpha is not None:
+                    neftune = self._activate_neftune()
                 return self._train(resume_from_checkpoint)
             finally:
                 self.is_in_train = False
+                if neftune is not None:  # the noise is for training only, as in HF
+                    neftune.remove()
                 self._release_ddp_wrapper()
 
     def _release_ddp_wrapper(self) -> None:
