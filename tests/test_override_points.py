@@ -249,3 +249,15 @@ def test_save_model_override_is_called_into_every_checkpoint(tmp_path) -> None:
     resumed = build(WithCard, tmp_path, save_strategy="epoch")
     resumed.train(resume_from_checkpoint=True)  # the manifest with the extra file verifies
     assert resumed.state.global_step == 8
+
+
+def test_hf_helpers_for_optimizer_groups_batch_size_and_contexts(tmp_path) -> None:
+    trainer = build(Trainer, tmp_path, weight_decay=0.1, gradient_accumulation_steps=2)
+    trainer.create_optimizer()
+    weight = trainer.model.net[0].weight
+    assert trainer.get_optimizer_group(weight)["weight_decay"] == 0.1
+    assert trainer.get_optimizer_group() is trainer.optimizer.param_groups
+    assert trainer.get_total_train_batch_size() == 8
+    assert trainer.floating_point_ops({"x": torch.ones(2, 4)}) == 0
+    with trainer.compute_loss_context_manager(), trainer.autocast_smart_context_manager():
+        pass

@@ -257,3 +257,15 @@ def test_neftune_noise_is_transformers_noise(tmp_path) -> None:
     assert not noisy.model.get_input_embeddings()._forward_hooks  # removed after training
     # evaluation adds no noise: the same loss twice
     assert noisy.evaluate(Sequences(4))["eval_loss"] == noisy.evaluate(Sequences(4))["eval_loss"]
+
+
+def test_every_public_trainer_method_is_there_or_listed_as_not_supported() -> None:
+    import inspect
+    from pathlib import Path
+
+    page = (Path(__file__).parents[1] / "docs" / "migrating-from-transformers.md").read_text()
+    not_supported = page.split("## Not supported", 1)[1]
+    missing = [name for name, _ in inspect.getmembers(transformers.Trainer)
+               if not name.startswith("_") and not hasattr(hooktrain.Trainer, name)]
+    unlisted = [name for name in missing if f"`{name}`" not in not_supported]
+    assert not unlisted, f"add these to docs/migrating-from-transformers.md: {unlisted}"

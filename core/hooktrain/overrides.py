@@ -73,6 +73,36 @@ class OverridePointsMixin:
                               "during or after train().")
         return [group["lr"] for group in self.optimizer.param_groups]
 
+    def get_optimizer_group(self: Trainer, param: Any = None) -> Any:
+        """The optimizer's param group holding ``param``, or all groups (HF)."""
+        if self.optimizer is None:
+            raise ConfigError("get_optimizer_group() needs the optimizer: call create_optimizer() "
+                              "or train() first.")
+        if param is None:
+            return self.optimizer.param_groups
+        for group in self.optimizer.param_groups:
+            if any(p is param for p in group["params"]):
+                return group
+        return None
+
+    def get_total_train_batch_size(self: Trainer, args: Any = None) -> int:
+        """Samples per optimizer step over all processes (HF)."""
+        args = args or self.args
+        return (args.per_device_train_batch_size * args.gradient_accumulation_steps
+                * args.world_size)
+
+    def floating_point_ops(self: Trainer, inputs: Any) -> int:
+        """The model's own estimate (transformers' ``floating_point_ops``), else 0, as HF."""
+        counter = getattr(self.model, "floating_point_ops", None)
+        return counter(inputs) if callable(counter) else 0
+
+    def compute_loss_context_manager(self: Trainer) -> Any:
+        """The context ``compute_loss`` runs in: autocast under ``bf16``/``fp16`` (HF)."""
+        return self._autocast()
+
+    def autocast_smart_context_manager(self: Trainer, cache_enabled: bool | None = True) -> Any:
+        return self._autocast()
+
     def call_model_init(self: Trainer, trial: Any = None) -> torch.nn.Module:
         """A fresh model from ``model_init()`` (or ``model_init(trial)``), as HF calls it."""
         arguments = len(inspect.signature(self.model_init).parameters)
