@@ -7,6 +7,7 @@ hf``) and compares what a user would see: learning rates step by step, losses, w
 from __future__ import annotations
 
 import dataclasses
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -381,3 +382,31 @@ def test_an_iterable_dataset_trains_and_evaluates_as_in_transformers(tmp_path) -
     assert our_events == their_events
     assert_same_logs(ours.state.log_history, theirs.state.log_history)
     assert_same_weights(ours.model, theirs.model)
+
+
+class NanOnThirdStep(Regressor):
+    """Regressor whose third training loss is NaN (with no gradient, so weights stay finite)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.training_calls = 0
+
+    def forward(self, x, labels=None):
+        out = super().forward(x, labels)
+        if self.training:
+            self.training_calls += 1
+            if self.training_calls == 3:
+                out["loss"] = torch.where(torch.tensor(True), torch.tensor(float("nan")),
+                                          out["loss"])
+        return out
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_a_nan_loss_is_filtered_as_in_transformers(tmp_path, accumulation) -> None:
+    runs = {library: train(library, tmp_path, NanOnThirdStep(), Regression(16),
+                           per_device_train_batch_size=2, gradient_accumulation_steps=accumulation,
+                           num_train_epochs=1, logging_steps=3, optim="sgd", save_strategy="no")
+            for library in LIBRARIES}
+    ours, theirs = runs["hooktrain"][0], runs["transformers"][0]
+    assert_same_logs(ours.state.log_history, theirs.state.log_history)
+    assert all(math.isfinite(e.get("loss", 0)) for e in ours.state.log_history)

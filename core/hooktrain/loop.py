@@ -23,6 +23,7 @@ from hooktrain.data import EpochBatchSampler, split_labels, to_device
 from hooktrain.errors import ConfigError
 from hooktrain.item_count import count_items
 from hooktrain.iterable import start_epoch
+from hooktrain.loss_filter import reduced_sum
 from hooktrain.outputs import TrainOutput, speed_metrics
 
 if TYPE_CHECKING:
@@ -60,8 +61,7 @@ class TrainingLoopMixin:
                     loss = self.training_step(self.model_wrapped, batch, num_items_in_batch)
                 else:  # an override written for HF < 4.46
                     loss = self.training_step(self.model_wrapped, batch)
-            if args.logging_nan_inf_filter:
-                loss = self._finite_or_mean(loss, step_loss)
+            self._loss_filter.record(loss, state.global_step)
             step_loss = loss if step_loss is None else step_loss + loss
             if ends_group:
                 self._optimizer_step(step_loss)
@@ -78,15 +78,6 @@ class TrainingLoopMixin:
             self.control.should_training_stop = True
         hooks.on_epoch_end()
         self._maybe_log_save_evaluate()
-
-    def _finite_or_mean(self: Trainer, loss: torch.Tensor,
-                        step_loss: torch.Tensor | None) -> torch.Tensor:
-        """HF's ``logging_nan_inf_filter``: a NaN or infinite micro-batch loss counts as the mean
-        of the losses since the last log, so one bad batch does not poison the logged loss. On
-        the device (``torch.where``), so steps that do not log still never sync."""
-        so_far = self._tr_loss if step_loss is None else self._tr_loss + step_loss
-        mean = so_far / (1 + self.state.global_step - self._globalstep_last_logged)
-        return torch.where(torch.isfinite(loss), loss, mean.to(loss.dtype))
 
     def _batches_with_item_counts(
         self: Trainer, dataloader: Any, skip_batches: int
@@ -210,8 +201,11 @@ class TrainingLoopMixin:
         state = self.state
         if self.control.should_log and state.global_step > self._globalstep_last_logged:
             # The one host sync, on logging steps only; averaged over processes as HF does.
-            tr_loss_scalar = distributed.mean_over_processes(self._tr_loss).item()
+            tr_loss_scalar = reduced_sum(self._loss_filter, self._tr_loss,
+                                         self._globalstep_last_logged,
+                                         distributed.mean_over_processes)
             self._tr_loss.zero_()
+            self._loss_filter.reset()
             logs: dict[str, Any] = {
                 "loss": tr_loss_scalar / (state.global_step - self._globalstep_last_logged)
             }
@@ -240,8 +234,11 @@ class TrainingLoopMixin:
 
     def _finish_training(self: Trainer, start_time: float, max_steps: int) -> TrainOutput:
         args, state = self.args, self.state
-        self._total_loss_scalar += distributed.mean_over_processes(self._tr_loss).item()
+        self._total_loss_scalar += reduced_sum(self._loss_filter, self._tr_loss,
+                                               self._globalstep_last_logged,
+                                               distributed.mean_over_processes)
         self._tr_loss.zero_()
+        self._loss_filter.reset()
         train_loss = self._total_loss_scalar / max(state.global_step, 0.001)
         total_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps
         total_batch *= args.world_size

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from hooktrain import checkpoint as ckpt
 from hooktrain import distributed
 from hooktrain.errors import CheckpointError, ConfigError
+from hooktrain.loss_filter import reduced_sum
 from hooktrain.plugins import state as plugin_state
 from hooktrain.state import TrainerState
 
@@ -47,7 +48,8 @@ class CheckpointMixin:
         # Collectives first, on every rank: the mean running loss (each rank restores it, so the
         # logged means continue exactly) and every rank's RNG state, which rank zero writes.
         loop = {
-            "tr_loss": distributed.mean_over_processes(self._tr_loss).item(),
+            "tr_loss": reduced_sum(self._loss_filter, self._tr_loss,
+                                   self._globalstep_last_logged, distributed.mean_over_processes),
             "total_loss_scalar": self._total_loss_scalar,
             "globalstep_last_logged": self._globalstep_last_logged,
             # what the next training log reports if it comes before another step
@@ -116,6 +118,7 @@ class CheckpointMixin:
             self.state.best_model_checkpoint = None
         loop = ckpt.load_json(path / ckpt.LOOP_STATE)
         self._tr_loss.fill_(loop["tr_loss"])
+        self._loss_filter.reset(base=loop["tr_loss"])
         self._total_loss_scalar = loop["total_loss_scalar"]
         self._globalstep_last_logged = loop["globalstep_last_logged"]
         self._last_grad_norm = loop.get("last_grad_norm")  # absent from older checkpoints

@@ -35,6 +35,7 @@ from hooktrain.evaluation import EvaluationMixin
 from hooktrain.iterable import SignatureColumns, has_length, iterable_dataloader
 from hooktrain.item_count import accepts_loss_kwargs, loss_shifts_labels, takes_item_count
 from hooktrain.loop import TrainingLoopMixin
+from hooktrain.loss_filter import LossFilter
 from hooktrain.overrides import OverridePointsMixin
 from hooktrain.outputs import TrainOutput
 from hooktrain.plugins import (
@@ -304,6 +305,7 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, OverridePoint
             train_dataloader=train_dataloader,
         )
         self._tr_loss = torch.zeros((), device=self.device)
+        self._loss_filter = LossFilter(args.logging_nan_inf_filter)
         self._total_loss_scalar = 0.0
         self._globalstep_last_logged = 0
         self._last_grad_norm: Any = None
