@@ -214,7 +214,11 @@ class TrainingArguments(HFArguments):
     # ---- serialisation -------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """Every field: the core loop's first, then the rest of HF's (trackers list them so)."""
+        names = [f.name for f in dataclasses.fields(self)]
+        extra = set(HFArguments.__dataclass_fields__)
+        ordered = [n for n in names if n not in extra] + [n for n in names if n in extra]
+        return {name: getattr(self, name) for name in ordered}
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
