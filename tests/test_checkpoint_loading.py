@@ -11,12 +11,13 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from hooktrain import TrainerCallback
-from hooktrain.errors import CheckpointError
+from hooktrain.errors import CheckpointError, ConfigError
 from hooktrain.trainer import Trainer
 
 from checkpoint_helpers import copy_run, make_trainer, train
@@ -57,8 +58,12 @@ def test_flipped_byte_in_optimizer_is_a_sha_mismatch_naming_the_file(finished_ru
 def test_hf_style_folder_without_manifest_is_an_error_naming_the_manifest(finished_run, tmp_path):
     out = copy_run(finished_run, tmp_path)
     (out / "checkpoint-4" / "manifest.json").unlink()
-    with pytest.raises(CheckpointError, match=r"manifest\.json"):
+    # in output_dir, such a folder stops Trainer(...) (it could be replaced by a save) ...
+    with pytest.raises(ConfigError, match=r"checkpoint-4.*manifest\.json.*overwrite_output_dir"):
         train(out, resume=str(out / "checkpoint-4"))
+    # ... and when allowed, resuming from it is the checkpoint error naming the manifest
+    with pytest.raises(CheckpointError, match=r"manifest\.json"):
+        train(out, resume=str(out / "checkpoint-4"), overwrite_output_dir=True)
 
 
 def test_manifest_with_wrong_format_is_an_error_naming_the_manifest(finished_run, tmp_path):
@@ -91,7 +96,8 @@ def test_corrupt_explicit_checkpoint_leaves_the_model_untouched(finished_run, tm
 # ---- resume_from_checkpoint=True: skip incomplete, start fresh when nothing ---------------------
 
 
-def _resume_true_uses(out: Path, caplog: pytest.LogCaptureFixture) -> tuple[Trainer, list[str]]:
+def _resume_true_uses(out: Path, caplog: pytest.LogCaptureFixture,
+                      **arguments: Any) -> tuple[Trainer, list[str]]:
     loaded: list[str] = []
 
     class Spy(TrainerCallback):
@@ -99,7 +105,7 @@ def _resume_true_uses(out: Path, caplog: pytest.LogCaptureFixture) -> tuple[Trai
             loaded.append(Path(checkpoint_dir).name)
 
     # max_steps=10: the loaded checkpoint's step is then visible from the steps trained after it
-    trainer = make_trainer(out, callbacks=[Spy()], max_steps=10)
+    trainer = make_trainer(out, callbacks=[Spy()], max_steps=10, **arguments)
     with caplog.at_level(logging.WARNING, logger="hooktrain"):
         trainer.train(resume_from_checkpoint=True)
     return trainer, loaded
@@ -120,7 +126,9 @@ def test_resume_true_skips_an_incomplete_newest_checkpoint(finished_run, tmp_pat
         target.write_bytes(target.read_bytes()[:-1])
     else:
         (newest / "scheduler.pt").unlink()
-    trainer, loaded = _resume_true_uses(out, caplog)
+    # a folder without a manifest is not hooktrain's: replacing it must be allowed explicitly
+    trainer, loaded = _resume_true_uses(out, caplog,
+                                        overwrite_output_dir=damage == "delete_manifest")
     assert loaded == ["checkpoint-6"]
     skipped = [r for r in hooktrain_warnings(caplog) if "checkpoint-8" in r.getMessage()]
     assert len(skipped) == 1, [r.getMessage() for r in hooktrain_warnings(caplog)]
@@ -146,7 +154,7 @@ def test_resume_true_skips_several_incomplete_checkpoints(finished_run, tmp_path
     out = copy_run(finished_run, tmp_path)
     (out / "checkpoint-8" / "manifest.json").unlink()
     (out / "checkpoint-6" / "manifest.json").unlink()
-    _, loaded = _resume_true_uses(out, caplog)
+    _, loaded = _resume_true_uses(out, caplog, overwrite_output_dir=True)
     assert loaded == ["checkpoint-4"]
     messages = [r.getMessage() for r in hooktrain_warnings(caplog)]
     assert any("checkpoint-8" in m for m in messages)

@@ -110,7 +110,7 @@ def test_rotation_never_deletes_the_checkpoint_being_resumed_from(finished_run, 
 
 def test_rotation_with_resume_true_keeps_the_resumed_checkpoint(finished_run, tmp_path):
     out = copy_run(finished_run, tmp_path)
-    (out / "checkpoint-8" / "manifest.json").unlink()  # incomplete: resume takes checkpoint-6
+    (out / "checkpoint-8" / "scheduler.pt").unlink()  # incomplete: resume takes checkpoint-6
     seen: list[list[str]] = []
 
     class Watch(TrainerCallback):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hooktrain.errors import ConfigError
+from hooktrain.preflight import check_argument_values
 from hooktrain.hf_args import OPTIMIZER_PACKAGES, TORCH_OPTIMIZERS, HFArguments, check_hf_arguments
 
 INTERVAL_STRATEGIES = ("no", "steps", "epoch")
@@ -125,6 +126,7 @@ class TrainingArguments(HFArguments):
         if self.eval_strategy == "steps" and self.eval_steps == 0:
             raise ConfigError("eval_steps must be non-zero with eval_strategy='steps'.")
         self._check_best_model()
+        check_argument_values(self)
         if self.run_name is None:
             self.run_name = self.output_dir
         if self.fp16 and self.bf16:

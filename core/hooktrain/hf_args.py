@@ -198,7 +198,8 @@ FIELD_STATUS: dict[str, tuple[str, str]] = {
                                  "without either."),
     "activation_checkpointing_kwargs": (IMPLEMENTED, "passed to that method."),
     "debug": (UNSUPPORTED, "HF's debug options are not supported."),
-    "overwrite_output_dir": (LEGACY, "no effect (gone from transformers 5)."),
+    "overwrite_output_dir": (LEGACY, "True allows replacing checkpoint-N folders in output_dir "
+                             "that hooktrain did not write (gone from transformers 5)."),
     "logging_dir": (LEGACY, "no effect; plugins log under output_dir (gone from transformers 5)."),
     "group_by_length": (LEGACY, "True is an error; use train_sampling_strategy (transformers 5)."),
     "jit_mode_eval": (LEGACY, "no effect (gone from transformers 5)."),

@@ -217,7 +217,12 @@ class TrainingLoopMixin:
             self.log(logs)
         if self.control.should_evaluate:
             metrics = self._evaluate_during_training()
-            is_new_best = self._update_best_metric(metrics)
+            try:
+                is_new_best = self._update_best_metric(metrics)
+            except ConfigError:  # no metric_for_best_model: keep this step's work, then stop
+                if self.args.save_strategy != "no":
+                    self.callback_handler.on_save(self._save_checkpoint())
+                raise
             if self.args.save_strategy == "best":
                 self.control.should_save = is_new_best
         if self.control.should_save:

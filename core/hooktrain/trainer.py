@@ -37,6 +37,7 @@ from hooktrain.item_count import accepts_loss_kwargs, loss_shifts_labels, takes_
 from hooktrain.loop import TrainingLoopMixin
 from hooktrain.loss_filter import LossFilter
 from hooktrain.overrides import OverridePointsMixin
+from hooktrain.preflight import check_trainer_setup
 from hooktrain.outputs import TrainOutput
 from hooktrain.plugins import (
     Band,
@@ -93,6 +94,7 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, OverridePoint
         preprocess_logits_for_metrics: Callable[[Any, Any], Any] | None = None,
     ) -> None:
         self.args = args if args is not None else TrainingArguments()
+        check_trainer_setup(self.args, eval_dataset)  # before any work: fail in seconds
         set_seed(self.args.seed)
         self.model_init = model_init
         if model_init is not None:
