@@ -44,7 +44,10 @@ reset_log()
 result["all_steps"] = trainer.train().global_step
 result["end_warnings"] = messages()
 result["named"] = attempt(lambda: make_trainer(report_to=["alpha", "broken"]))
+reset_log()
 result["typo_all"] = attempt(lambda: make_trainer(disable_plugins=["broken"]))
+result["typo_all_warnings"] = messages()
+result["typo_all_entry_points"] = entry_points(make_trainer(disable_plugins=["broken"]))
 result["typo_all_with_broken"] = attempt(lambda: make_trainer())
 result["typo_named"] = attempt(lambda: make_trainer(report_to=["typo"]))
 result["typo_disabled"] = attempt(lambda: make_trainer(disable_plugins=["typo", "broken"]))
@@ -70,6 +73,7 @@ def test_broken_plugin_under_all_is_one_warning_and_the_run_goes_on(broken_run):
     assert len(warnings) == 1, r["all_warnings"]
     assert "hooktrain-broken" in warnings[0]  # the distribution
     assert "hooktrain_sample_missing_dependency" in warnings[0]  # the error
+    assert "Traceback" not in warnings[0] and len(warnings[0].splitlines()) == 1  # one line
     assert r["all_steps"] == 8
 
 
@@ -85,15 +89,23 @@ def test_broken_plugin_named_explicitly_is_an_error(broken_run):
     assert "hooktrain_sample_missing_dependency" in named["message"]
 
 
-@pytest.mark.parametrize("case", ["typo_all", "typo_all_with_broken", "typo_named"])
-def test_misspelled_hook_is_an_error_at_construction(broken_run, case):
-    error = broken_run[case]
+def test_misspelled_hook_named_in_report_to_is_an_error_at_construction(broken_run):
+    error = broken_run["typo_named"]
     assert error is not None and "HookNameError" in error["types"], error
     message = error["message"]
     assert "'typo" in message  # the plugin
     assert "'on_stepend'" in message  # the hook
     assert "'on_step_end'" in message  # the closest real hook
     assert "disable_plugins" in message  # how to switch it off
+
+
+def test_misspelled_hook_under_all_is_skipped_with_one_warning(broken_run):
+    """One bad third-party wheel must not stop every default run."""
+    assert broken_run["typo_all"] is None and broken_run["typo_all_with_broken"] is None
+    assert "typo" not in broken_run["typo_all_entry_points"]
+    (warning,) = names_with(broken_run["typo_all_warnings"], "typo")
+    for needle in ("hooktrain-typo", "'on_stepend'", "'on_step_end'", "disable_plugins"):
+        assert needle in warning, warning
 
 
 def test_disabled_typo_plugin_is_not_checked(broken_run):

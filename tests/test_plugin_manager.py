@@ -13,6 +13,7 @@ import pytest
 
 from hooktrain import TrainerCallback, hookimpl
 from hooktrain.errors import HookNameError, PluginError
+from hooktrain.plugins import HooktrainPluginManager
 from hooktrain.testing import run_training
 
 from plugin_manager_helpers import make_trainer
@@ -258,3 +259,24 @@ def test_a_plugin_holding_an_object_that_raises_on_attribute_access_registers(tm
     plugin = HoldsTouchy()
     run = run_training(output_dir=tmp_path, plugins=[plugin], logging_steps=4)
     assert plugin.logs == len(run.trainer.state.log_history)
+
+
+def test_a_hook_left_unmarked_beside_marked_ones_is_refused_naming_it():
+    class HalfMarked:
+        @hookimpl
+        def on_log(self, logs):
+            pass
+
+        def on_step_end(self, state):  # forgot @hookimpl: would never run
+            pass
+
+        def on_stepend_helper(self):  # not a hook, named like one
+            pass
+
+    manager = HooktrainPluginManager()
+    with pytest.raises(PluginError) as refused:
+        manager.register_plugin(HalfMarked(), name="half")
+    message = str(refused.value)
+    assert "on_step_end (a hook: mark it with @hookimpl)" in message
+    assert "on_stepend_helper" in message and "leading underscore" in message
+    assert manager.records() == []

@@ -29,7 +29,7 @@ from hooktrain.data import (
     make_dataloader,
     unused_columns,
 )
-from hooktrain.errors import ConfigError
+from hooktrain.errors import ConfigError, PluginError
 from hooktrain import distributed
 from hooktrain.evaluation import EvaluationMixin
 from hooktrain.iterable import SignatureColumns, has_length, iterable_dataloader
@@ -207,12 +207,23 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, OverridePoint
             table = dict(tables.get(installed.name, {}))
             nonblocking = table.pop("nonblocking", None)
             plugin = discovery.instantiate(obj, installed.name, table)
-            self.plugin_manager.register_plugin(
-                plugin, band=Band.ENTRY_POINT, name=installed.name, isolated=True,
-                all_ranks=bool(getattr(plugin, "hooktrain_all_ranks", False)),
-                distribution=f"{installed.distribution} {installed.version}",
-                nonblocking=None if nonblocking is None else bool(nonblocking),
-            )
+            try:
+                self.plugin_manager.register_plugin(
+                    plugin, band=Band.ENTRY_POINT, name=installed.name, isolated=True,
+                    all_ranks=bool(getattr(plugin, "hooktrain_all_ranks", False)),
+                    distribution=f"{installed.distribution} {installed.version}",
+                    nonblocking=None if nonblocking is None else bool(nonblocking),
+                )
+            except PluginError as exc:  # a bad hook name in a third-party wheel
+                if selection.explicit:
+                    raise
+                # under "all" one bad wheel must not stop every run: skip it, as a broken import
+                logger.warning("Skipping plugin %r from distribution %s %s: %s The run goes on "
+                               "without it; disable it with disable_plugins=[%r].",
+                               installed.name, installed.distribution, installed.version, exc,
+                               installed.name)
+                self.callback_handler.faults.append(
+                    PluginFault(installed.label, "register", str(exc)))
 
     # ---- the error funnel ----------------------------------------------------------------
 

@@ -147,10 +147,14 @@ def load(plugin: InstalledPlugin, *, explicit: bool) -> Any | None:
             raise PluginError(
                 f"{message}. Fix its installation, or remove it from report_to."
             ) from exc
-        logger.warning(
-            "%s. The run goes on without it; disable it with disable_plugins=[%r].\n%s",
-            message, plugin.name, traceback.format_exc(),
-        )
+        # one line; the traceback at debug level, or always with HOOKTRAIN_TRACE_PLUGINS=1
+        logger.warning("%s. The run goes on without it; disable it with disable_plugins=[%r].",
+                       message, plugin.name)
+        trace = traceback.format_exc()
+        if os.environ.get("HOOKTRAIN_TRACE_PLUGINS", "") not in ("", "0"):
+            logger.warning("Traceback of plugin %r:\n%s", plugin.name, trace)
+        else:
+            logger.debug("Traceback of plugin %r:\n%s", plugin.name, trace)
         return None
 
 

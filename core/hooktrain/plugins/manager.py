@@ -15,6 +15,7 @@ What it adds to :class:`pluggy.PluginManager`:
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import logging
 from dataclasses import dataclass
@@ -228,15 +229,35 @@ def _describe(plugin: object) -> str:
 
 
 def _check_unmarked_hooks(plugin: Any, name: str) -> None:
-    """An object with ``on_*`` methods but no ``@hookimpl`` at all is almost surely a mistake."""
-    marked = any(is_hookimpl(attribute(plugin, attr)) for attr in dir(plugin))
-    if marked:
+    """An ``on_*`` method without ``@hookimpl`` would never be called: refuse the plugin.
+
+    With no method marked at all it is almost surely an HF-style callback missing its base
+    class; beside marked ones, a hook left unmarked or a misspelled helper.
+    """
+    methods = [a for a in dir(plugin) if a.startswith("on_") and callable(attribute(plugin, a))]
+    unmarked = [a for a in methods if not is_hookimpl(attribute(plugin, a))]
+    if not unmarked:
         return
-    unmarked = [a for a in dir(plugin) if a in EVENT_NAMES and callable(attribute(plugin, a))]
-    if unmarked:
+    if len(unmarked) == len(methods):
+        hooks = [a for a in unmarked if a in EVENT_NAMES]
+        if not hooks:
+            return  # no hook-like method at all: pluggy reports an object with no hooks
         raise PluginError(
-            f"Plugin {name!r} defines {', '.join(unmarked)} but marks none with @hookimpl, so "
+            f"Plugin {name!r} defines {', '.join(hooks)} but marks none with @hookimpl, so "
             "nothing would be called. Decorate them with `from hooktrain import hookimpl`, or "
             "subclass hooktrain.TrainerCallback for HF-style (args, state, control, **kwargs) "
             "methods."
         )
+    described = []
+    for method in unmarked:
+        if method in EVENT_NAMES:
+            described.append(f"{method} (a hook: mark it with @hookimpl)")
+        else:
+            close = difflib.get_close_matches(method, EVENT_NAMES, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            described.append(f"{method} ({hint}mark it with @hookimpl if it is a hook, or "
+                             "rename it with a leading underscore if it is not)")
+    raise PluginError(
+        f"Plugin {name!r} marks some methods with @hookimpl but not these, which would never "
+        f"be called: {'; '.join(described)}."
+    )
