@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import shutil
@@ -202,6 +203,15 @@ def load_torch(path: Path, map_location: Any = "cpu") -> Any:
     """``torch.load`` with ``weights_only=True``: tensors and plain data only, never objects."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc):  # torch refused an object: do not repeat its hint
+            raise CheckpointError(
+                f"{path} is refused: it holds Python objects other than tensors and plain data, "
+                "and loading them could run code. hooktrain loads checkpoints with "
+                "weights_only=True only; take the checkpoint from a source you trust, or resume "
+                "from another one."
+            ) from None
+        raise CheckpointError(f"Cannot load {path}: {type(exc).__name__}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - any failure means the file is unusable
         raise CheckpointError(f"Cannot load {path}: {type(exc).__name__}: {exc}") from exc
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -15,6 +16,7 @@ from hooktrain.errors import HooktrainError
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hooktrain", description="hooktrain command line")
+    parser.add_argument("--version", action="version", version=f"hooktrain {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="train an MLP on scikit-learn's digits")
@@ -39,6 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("hooktrain")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     options, extra = parser.parse_known_args(argv)
@@ -61,12 +72,40 @@ def main(argv: list[str] | None = None) -> int:
     except HooktrainError as exc:
         print(f"hooktrain: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if options.command != "train":
+            print("hooktrain: interrupted", file=sys.stderr)
+            return 130
+        print(f"hooktrain: interrupted {_where_training_stopped()}", file=sys.stderr)
+        return 130
     return 0
+
+
+_RUNNING: dict[str, Any] = {}  # the trainer and config of `hooktrain train`, for Ctrl-C
+
+
+def _where_training_stopped() -> str:
+    """One line for Ctrl-C: the step reached, the newest checkpoint, the command to resume."""
+    trainer = _RUNNING.get("trainer")
+    if trainer is None:
+        return "before training started."
+    from hooktrain.checkpoint import newest_complete_checkpoint
+
+    newest = newest_complete_checkpoint(trainer.args.output_dir)
+    step = f"at step {trainer.state.global_step} of {trainer.state.max_steps}"
+    if newest is None:
+        return f"{step}; no checkpoint was saved, so a new run starts from scratch."
+    command = " ".join(["hooktrain", "train", _RUNNING["config"], *_RUNNING["overrides"],
+                        "--run.resume_from_checkpoint", "true"])
+    return f"{step}; newest checkpoint {newest}. Resume with: {command}"
 
 
 def train(config_path: str, overrides: list[str]) -> None:
     from hooktrain.config import build, load_config
 
+    # modules named in [run] are found in the working directory, as with `python -m`
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     config = load_config(config_path, overrides)
     model = build(config.run, "model")
     if model is None:
@@ -84,6 +123,7 @@ def train(config_path: str, overrides: list[str]) -> None:
         data_collator=build(config.run, "data_collator"),
         processing_class=build(config.run, "processing_class"),
     )
+    _RUNNING.update(trainer=trainer, config=config_path, overrides=overrides)
     output = trainer.train(resume_from_checkpoint=config.run.get("resume_from_checkpoint"))
     print(json.dumps({"global_step": output.global_step, **output.metrics}))
 
@@ -96,12 +136,14 @@ def list_plugins(as_json: bool = False, config: str | None = None) -> None:
     if not rows:
         print("No hooktrain plugins installed (entry-point group hooktrain.plugins).")
         return
+    width = max(len(row["name"]) for row in rows)  # columns stay aligned for long names
+    source = max(len(f"{row['distribution']} {row['version']}") for row in rows)
     for row in rows:
         reason = f" ({row['reason']})" if row["reason"] else ""
-        print(f"{row['name']:<14} {row['distribution']} {row['version']}  "
+        print(f"{row['name']:<{width}}  {row['distribution'] + ' ' + row['version']:<{source}}  "
               f"{row['status']}{reason}")
         if row["hooks"]:
-            print(f"{'':<14} hooks: {', '.join(row['hooks'])}")
+            print(f"{'':<{width}}  hooks: {', '.join(row['hooks'])}")
 
 
 def plugin_rows(config: str | None = None) -> list[dict[str, Any]]:

@@ -57,14 +57,20 @@ def load_config(path: str | os.PathLike[str], overrides: list[str], **arguments:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"Cannot read config file {path}: {exc}") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text (a binary file?): a config is a TOML file "
+                          "with [training], [plugins.NAME] and [run] tables.") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    for table in data:
+    for table, content in data.items():
         if table not in TABLES:
             raise ConfigError(
                 f"{path}: unknown table [{table}]. Valid tables: "
                 + ", ".join(f"[{t}]" for t in TABLES) + "."
             )
+        if not isinstance(content, dict):
+            raise ConfigError(f"{path}: {table} = {content!r} must be a table: write [{table}] "
+                              "and put its keys below it.")
     for dotted, value in parse_overrides(overrides):
         _set(data, dotted, value)
 
@@ -87,8 +93,27 @@ def load_config(path: str | os.PathLike[str], overrides: list[str], **arguments:
         if key not in RUN_KEYS:
             raise ConfigError(f"{path}: unknown key {key!r} in [run]. Valid keys: "
                               f"{', '.join(RUN_KEYS)}.")
+        if key != "resume_from_checkpoint" and not isinstance(run[key], str):
+            raise ConfigError(f"{path}: [run] {key} = {run[key]!r} must be an import path, "
+                              "'module:attribute'.")
+    if "resume_from_checkpoint" in run:
+        run["resume_from_checkpoint"] = resume_value(run["resume_from_checkpoint"], path)
     args = TrainingArguments(**{**arguments, **training, "plugin_settings": tables})
     return RunConfig(args, run, path)
+
+
+def resume_value(value: Any, path: Path) -> bool | str:
+    """``[run] resume_from_checkpoint``: true (the newest checkpoint), false, or a path; from
+    the command line the words ``true``/``false`` are the booleans."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("true", "false"):
+            return word == "true"
+        return value
+    raise ConfigError(f"{path}: [run] resume_from_checkpoint = {value!r}: use true (the newest "
+                      "checkpoint in output_dir), false, or a checkpoint's path.")
 
 
 def parse_overrides(argv: list[str]) -> list[tuple[str, str]]:
@@ -185,9 +210,46 @@ def build(run: dict[str, Any], key: str) -> Any:
         return spec
     obj = import_object(spec, key)
     if isinstance(obj, type):
-        return obj()
-    if key == "model" and not hasattr(obj, "parameters"):
-        return obj()
-    if key in ("train_dataset", "eval_dataset") and not hasattr(obj, "__getitem__"):
-        return obj()
+        obj = _call(obj, key, spec)
+    elif key == "model" and not hasattr(obj, "parameters"):
+        obj = _call(obj, key, spec)
+    elif key in ("train_dataset", "eval_dataset") and not _is_dataset(obj):
+        obj = _call(obj, key, spec)
+    _check_kind(obj, key, spec)
     return obj
+
+
+def _call(factory: Any, key: str, spec: str) -> Any:
+    if not callable(factory):
+        raise ConfigError(f"[run] {key} = {spec!r} is a {type(factory).__name__}, "
+                          f"{_EXPECTED[key]}.")
+    try:
+        return factory()
+    except TypeError as exc:
+        raise ConfigError(f"[run] {key} = {spec!r} cannot be called with no arguments ({exc}); "
+                          f"name {_EXPECTED[key]}.") from exc
+
+
+def _is_dataset(obj: Any) -> bool:
+    return hasattr(obj, "__getitem__") and hasattr(obj, "__len__") or hasattr(obj, "__iter__")
+
+
+def _check_kind(obj: Any, key: str, spec: str) -> None:
+    ok = {"model": lambda o: hasattr(o, "parameters") and callable(o),
+          "train_dataset": _is_dataset, "eval_dataset": _is_dataset}.get(key, callable)
+    if key == "processing_class":
+        return  # a tokenizer or processor: anything
+    if not ok(obj):
+        raise ConfigError(f"[run] {key} = {spec!r} gave a {type(obj).__name__}; expected "
+                          f"{_EXPECTED[key]}.")
+
+
+_EXPECTED = {
+    "model": "a torch.nn.Module or a function returning one",
+    "train_dataset": "a data set (len and indexing, or iterable) or a function returning one",
+    "eval_dataset": "a data set (len and indexing, or iterable) or a function returning one",
+    "compute_metrics": "a function taking an EvalPrediction",
+    "compute_loss_func": "a function (outputs, labels, num_items_in_batch=None)",
+    "data_collator": "a function taking a list of samples",
+    "processing_class": "a tokenizer or processor",
+}

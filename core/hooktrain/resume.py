@@ -110,13 +110,17 @@ class CheckpointMixin:
         self.lr_scheduler.load_state_dict(ckpt.load_torch(path / ckpt.SCHEDULER))
         try:
             saved = TrainerState.load_from_json(path / ckpt.TRAINER_STATE)
+        except AttributeError:  # not a JSON object
+            _fail(path / ckpt.TRAINER_STATE, "the file", "is not a JSON object")
         except (OSError, ValueError, TypeError) as exc:
             raise CheckpointError(f"Cannot read {path / ckpt.TRAINER_STATE}: {exc}") from exc
+        _check_progress(saved, path / ckpt.TRAINER_STATE)
         for name in _PROGRESS_FIELDS:
             setattr(self.state, name, getattr(saved, name))
         if self.state.best_model_checkpoint and not Path(self.state.best_model_checkpoint).is_dir():
             self.state.best_model_checkpoint = None
         loop = ckpt.load_json(path / ckpt.LOOP_STATE)
+        _check_loop_state(loop, path / ckpt.LOOP_STATE)
         self._tr_loss.fill_(loop["tr_loss"])
         self._loss_filter.reset(base=loop["tr_loss"])
         self._total_loss_scalar = loop["total_loss_scalar"]
@@ -174,3 +178,44 @@ class CheckpointMixin:
             return
         logger.info("Loading best model from %s (score: %s).", path, self.state.best_metric)
         ckpt.load_weights(self.model, path)
+
+
+def _fail(path: Path, field: str, problem: str) -> None:
+    raise CheckpointError(f"{path}: {field} {problem}. The file was edited by hand or written by "
+                          "another version; resume from another checkpoint.")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_progress(saved: TrainerState, path: Path) -> None:
+    """The progress fields resume relies on, with the types they must have."""
+    raw = ckpt.load_json(path)
+    if not isinstance(raw, dict):
+        _fail(path, "the file", "is not a JSON object")
+    for name in ("global_step", "log_history"):
+        if name not in raw:
+            _fail(path, repr(name), "is missing")
+    step = saved.global_step
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        _fail(path, "'global_step'", f"must be a whole number >= 0, not {step!r}")
+    if saved.epoch is not None and not _is_number(saved.epoch):
+        _fail(path, "'epoch'", f"must be a number, not {saved.epoch!r}")
+    history = saved.log_history
+    if not isinstance(history, list) or not all(isinstance(e, dict) for e in history):
+        _fail(path, "'log_history'", "must be a list of objects")
+    if saved.best_metric is not None and not _is_number(saved.best_metric):
+        _fail(path, "'best_metric'", f"must be a number or null, not {saved.best_metric!r}")
+    if not isinstance(saved.stateful_callbacks or {}, dict):
+        _fail(path, "'stateful_callbacks'", "must be an object")
+
+
+def _check_loop_state(loop: Any, path: Path) -> None:
+    if not isinstance(loop, dict):
+        _fail(path, "the file", "is not a JSON object")
+    for name in ("tr_loss", "total_loss_scalar", "globalstep_last_logged"):
+        if name not in loop:
+            _fail(path, repr(name), "is missing")
+        if not _is_number(loop[name]):
+            _fail(path, repr(name), f"must be a number, not {loop[name]!r}")

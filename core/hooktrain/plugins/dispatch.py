@@ -33,6 +33,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from hooktrain.errors import PluginError
 from hooktrain.events import COMMON_ARGS, COPIED_ARGS, EXTRA_ARGS, argument_getter
 from hooktrain.plugins.background import BackgroundWorker
 from hooktrain.plugins.hf_handler import CallbackHandlerSurface, accepts_hf_call
@@ -244,6 +245,11 @@ class HookDispatcher(CallbackHandlerSurface):
                     kwargs["control"] = result
                 elif hook == "on_pre_log" and isinstance(result, dict):
                     self._add_log_values(record, result, original)
+                elif hook == "on_pre_log":
+                    self._handle_fault(record, hook, PluginError(
+                        f"on_pre_log of plugin {record.label} returned a "
+                        f"{type(result).__name__}; it must return a dict of values to add to "
+                        "the log, or None."))
         if copied:
             kwargs[copied] = original
 
