@@ -36,7 +36,9 @@ class TrainingArguments(HFArguments):
     Steps given as a float below 1 (``logging_steps=0.1``) are a fraction of the total training
     steps, as in HF. hooktrain's own fields are ``disable_plugins`` (entry-point plugin names to
     block before they are imported), ``plugin_errors`` (``"warn"``: a failing logging plugin
-    is reported and switched off; ``"raise"``: any plugin error is fatal) and
+    is reported and switched off; ``"raise"``: any plugin error is fatal), ``plugin_timeout``
+    (seconds: a non-blocking plugin stuck longer is switched off, a synchronous hook running
+    longer is warned about; 0 turns both off) and
     ``plugin_settings`` (``{"mlflow": {"experiment_name": "x"}}``, the ``[plugins.*]`` tables of
     a config file).
 
@@ -94,6 +96,7 @@ class TrainingArguments(HFArguments):
     fp16: bool = False
     disable_plugins: list[str] = field(default_factory=list)
     plugin_errors: str = "warn"
+    plugin_timeout: float = 60.0
     plugin_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -129,6 +132,9 @@ class TrainingArguments(HFArguments):
         check_argument_values(self)
         if self.run_name is None:
             self.run_name = self.output_dir
+        if not self.plugin_timeout >= 0:
+            raise ConfigError(f"plugin_timeout must be >= 0 seconds (0: no bound), got "
+                              f"{self.plugin_timeout}.")
         if self.fp16 and self.bf16:
             raise ConfigError("fp16 and bf16 are both set: choose one.")
 

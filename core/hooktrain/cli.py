@@ -181,7 +181,7 @@ def plugin_rows(config: str | None = None) -> list[dict[str, Any]]:
             rows.append(row)
             continue
         try:
-            row["hooks"] = discovery.hook_names(plugin.entry_point.load())
+            row["hooks"] = discovery.hook_names(load_bounded(plugin.entry_point))
         except Exception as exc:  # noqa: BLE001 - report, do not crash the listing
             row.update(status="broken", reason=f"{type(exc).__name__}: {exc}")
         else:
@@ -197,6 +197,37 @@ def plugin_rows(config: str | None = None) -> list[dict[str, Any]]:
                 row.update(status="disabled", reason="not in report_to")
         rows.append(row)
     return rows
+
+
+IMPORT_TIMEOUT = 10.0  # seconds a plugin's import may take in `hooktrain plugins`
+
+
+class ImportTimeout(Exception):
+    pass
+
+
+def load_bounded(entry_point: Any, timeout: float | None = None) -> Any:
+    """``entry_point.load()`` on a daemon thread, given up after ``timeout`` seconds, so one
+    plugin that hangs at import cannot hang the listing."""
+    import threading
+
+    timeout = IMPORT_TIMEOUT if timeout is None else timeout
+    outcome: dict[str, Any] = {}
+
+    def load() -> None:
+        try:
+            outcome["value"] = entry_point.load()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=load, name=f"import-{entry_point.name}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise ImportTimeout(f"its import did not finish within {timeout:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 if __name__ == "__main__":

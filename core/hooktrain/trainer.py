@@ -135,7 +135,8 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, OverridePoint
         self._state = TrainerState()
 
         self.plugin_manager = HooktrainPluginManager()
-        self.callback_handler = HookDispatcher(self.plugin_manager, self.args.plugin_errors)
+        self.callback_handler = HookDispatcher(self.plugin_manager, self.args.plugin_errors,
+                                               self.args.plugin_timeout)
         self.callback_handler.set_rank(self.args.process_index == 0, self.args.world_size)
         self._state.is_world_process_zero = self.args.process_index == 0
         self._state.is_local_process_zero = self.args.local_process_index == 0

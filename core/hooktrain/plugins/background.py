@@ -15,7 +15,9 @@ call to :class:`BackgroundWorker` with a snapshot of its arguments:
   a blocking one. Its return values are ignored (it cannot steer the loop).
 * :meth:`drain` waits until everything submitted has run; the Trainer drains at the end of every
   ``train`` / ``evaluate`` / ``predict`` (before ``train`` returns, after ``on_train_end``) and
-  on errors, after ``on_exception``.
+  on errors, after ``on_exception``. Both that wait and a wait for room in a full queue are
+  bounded by ``plugin_timeout``: a worker stuck past it is abandoned (its daemon thread cannot be
+  stopped, but nothing waits for it) and the dispatcher reports and switches off its plugin.
 * An error stops the worker; the dispatcher reports it like any plugin error.
 """
 
@@ -51,18 +53,42 @@ class BackgroundWorker:
         self._on_error = on_error
         self._queue: queue.Queue[Any] = queue.Queue(maxsize)
         self._failed = False
+        self.stuck = False  # gave up waiting for it: nothing more is queued or awaited
+        self.running: str | None = None  # the hook on the worker thread now
         self._thread = threading.Thread(target=self._run, name=f"hooktrain-{label}", daemon=True)
         self._thread.start()
 
-    def submit(self, hook: str, function: Callable[..., Any], args: list[Any]) -> None:
-        if not self._failed:
-            self._queue.put((hook, function, [snapshot(a) for a in args]))
+    def submit(self, hook: str, function: Callable[..., Any], args: list[Any],
+               timeout: float | None = None) -> bool:
+        """Queue a call; False when the queue stayed full for ``timeout`` seconds."""
+        if self._failed or self.stuck:
+            return True
+        try:
+            self._queue.put((hook, function, [snapshot(a) for a in args]), timeout=timeout)
+        except queue.Full:
+            self.stuck = True
+            return False
+        return True
 
-    def drain(self) -> None:
-        """Block until every submitted call has run."""
-        self._queue.join()
+    def drain(self, timeout: float | None = None) -> bool:
+        """Block until every submitted call has run; False after ``timeout`` seconds."""
+        if self.stuck:
+            return False
+        done = self._queue.all_tasks_done
+        with done:
+            if not done.wait_for(lambda: not self._queue.unfinished_tasks, timeout):
+                self.stuck = True
+                return False
+        return True
+
+    def pending(self) -> list[str]:
+        """The hooks not yet run: the one running first, then the queued ones."""
+        queued = [item[0] for item in list(self._queue.queue) if item is not _STOP]
+        return ([self.running] if self.running else []) + queued
 
     def close(self) -> None:
+        if self.stuck:  # its thread is a daemon; joining it would wait forever
+            return
         self._queue.put(_STOP)
         self._thread.join()
 
@@ -74,10 +100,13 @@ class BackgroundWorker:
                     return
                 hook, function, args = item
                 if not self._failed:
+                    self.running = hook
                     try:
                         function(*args)
                     except BaseException as exc:  # noqa: BLE001 - reported on the main thread
                         self._failed = True
                         self._on_error(hook, exc)
+                    finally:
+                        self.running = None
             finally:
                 self._queue.task_done()

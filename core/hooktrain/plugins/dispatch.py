@@ -36,6 +36,7 @@ from typing import Any, Callable
 from hooktrain.errors import PluginError
 from hooktrain.events import COMMON_ARGS, COPIED_ARGS, EXTRA_ARGS, argument_getter
 from hooktrain.plugins.background import BackgroundWorker
+from hooktrain.plugins.watchdog import CallWatch, watch
 from hooktrain.plugins.hf_handler import CallbackHandlerSurface, accepts_hf_call
 from hooktrain.plugins.manager import HooktrainPluginManager, PluginRecord
 from hooktrain.state import TrainerControl
@@ -57,9 +58,11 @@ class PluginFault:
 class HookDispatcher(CallbackHandlerSurface):
     """Calls the hooks of one Trainer's plugins. See the module docstring."""
 
-    def __init__(self, manager: HooktrainPluginManager, plugin_errors: str = "warn") -> None:
+    def __init__(self, manager: HooktrainPluginManager, plugin_errors: str = "warn",
+                 plugin_timeout: float = 60.0) -> None:
         self.manager = manager
         self.plugin_errors = plugin_errors
+        self.plugin_timeout = plugin_timeout
         self.is_world_process_zero = True
         self.world_size = 1
         self._warned_steering: set[tuple[str, str]] = set()
@@ -68,7 +71,10 @@ class HookDispatcher(CallbackHandlerSurface):
         self.kwargs["control"] = TrainerControl()
         self._tables: dict[str, tuple[_Impl, ...]] = {}
         self._trace = os.environ.get("HOOKTRAIN_TRACE_PLUGINS", "") not in ("", "0")
-        self._workers: dict[str, BackgroundWorker] = {}
+        self._workers: dict[str, tuple[PluginRecord, BackgroundWorker]] = {}
+        self._watch = CallWatch(plugin_timeout, self._global_step)
+        if plugin_timeout > 0:
+            watch(self._watch)
         self._additions: dict[str, Any] = {}
         self._background_errors: list[tuple[PluginRecord, str, BaseException]] = []
         manager.add_change_listener(self._tables.clear)
@@ -214,10 +220,27 @@ class HookDispatcher(CallbackHandlerSurface):
         workers, self._workers = self._workers, {}
         if workers:
             self._tables.clear()
-        for worker in workers.values():
-            worker.drain()
+        for record, worker in workers.values():
+            if not worker.drain(self.plugin_timeout or None):
+                self._abandon(record, worker, "did not finish its queued calls")
             worker.close()
         self._handle_background_errors(raising)
+
+    def _abandon(self, record: PluginRecord, worker: BackgroundWorker, what: str) -> None:
+        """A non-blocking plugin stuck past plugin_timeout: one report, switched off."""
+        pending = worker.pending()
+        logger.error(
+            "Non-blocking plugin %s %s within plugin_timeout=%g s (pending: %s); it is switched "
+            "off and the run goes on without it. Its thread cannot be stopped and is left "
+            "behind. Fix or disable the plugin, or raise plugin_timeout if it is merely slow.",
+            record.label, what, self.plugin_timeout, ", ".join(pending) or "none",
+        )
+        self.faults.append(PluginFault(record.label, pending[0] if pending else "drain",
+                                       f"timed out after {self.plugin_timeout:g} s"))
+        self.manager.disable_plugin(record, f"timed out after {self.plugin_timeout:g} s")
+
+    def _global_step(self) -> Any:
+        return getattr(self.kwargs.get("state"), "global_step", None)
 
     def _fire(self, hook: str) -> None:
         if self._background_errors:
@@ -230,16 +253,22 @@ class HookDispatcher(CallbackHandlerSurface):
         kwargs = self.kwargs
         copied = COPIED_ARGS.get(hook)
         original = kwargs[copied] if copied else None
+        watched = self._watch
+        outer = watched.record  # a hook may fire events itself (evaluate() in on_step_end)
         for record, function, arguments in impls:
             if record.disabled_reason is not None:
                 continue  # switched off earlier in this same event
             if copied:
                 kwargs[copied] = dict(original)
+            watched.record, watched.hook = record, hook
+            watched.calls += 1
             try:
                 result = function(*arguments(kwargs))
             except Exception as exc:
+                watched.record = outer
                 self._handle_fault(record, hook, exc)
                 continue
+            watched.record = outer
             if result is not None:
                 if isinstance(result, TrainerControl):
                     kwargs["control"] = result
@@ -288,15 +317,17 @@ class HookDispatcher(CallbackHandlerSurface):
                 raise exc
 
     def _queued(self, record: PluginRecord, hook: str, function: Callable[..., Any]) -> Any:
-        worker = self._workers.get(record.name)
-        if worker is None:
-            worker = self._workers[record.name] = BackgroundWorker(
+        entry = self._workers.get(record.name)
+        if entry is None:
+            entry = self._workers[record.name] = (record, BackgroundWorker(
                 record.label,
                 lambda failed_hook, exc: self._background_errors.append((record, failed_hook, exc)),
-            )
+            ))
+        worker = entry[1]
 
         def submit(*args: Any) -> None:
-            worker.submit(hook, function, list(args))
+            if not worker.submit(hook, function, list(args), self.plugin_timeout or None):
+                self._abandon(record, worker, "kept its queue full")
 
         return submit
 
