@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from hooktrain import distributed
-from hooktrain.data import EpochBatchSampler, batch_size_of, split_labels, to_device
+from hooktrain.data import batch_size_of, split_labels, to_device
 from hooktrain.errors import ConfigError
-from hooktrain.iterable import has_length
 from hooktrain.outputs import EvalLoopOutput, EvalPrediction, PredictionOutput, speed_metrics
 
 if TYPE_CHECKING:
@@ -84,30 +83,6 @@ class EvaluationMixin:
             ))
             self.callback_handler.on_predict(output.metrics)
             return PredictionOutput(output.predictions, output.label_ids, output.metrics)
-
-    def get_eval_dataloader(self: Trainer, eval_dataset: Any = None) -> torch.utils.data.DataLoader:
-        """The loader over ``eval_dataset`` (default: the Trainer's; a name picks one of a dict)."""
-        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
-        if isinstance(dataset, str) and isinstance(self.eval_dataset, Mapping):
-            dataset = self.eval_dataset[dataset]
-        if dataset is None:
-            raise ConfigError("get_eval_dataloader() needs an eval_dataset (in the Trainer or "
-                              "here).")
-        return self._ordered_dataloader(dataset)
-
-    def get_test_dataloader(self: Trainer, test_dataset: Any) -> torch.utils.data.DataLoader:
-        """The loader ``predict`` runs over (HF's override point)."""
-        return self._ordered_dataloader(test_dataset)
-
-    def _ordered_dataloader(self: Trainer, dataset: Any) -> torch.utils.data.DataLoader:
-        if not has_length(dataset):
-            return self._iterable_dataloader(dataset, self.args.per_device_eval_batch_size,
-                                             pad_uneven=False)
-        sampler = EpochBatchSampler(
-            len(dataset), self.args.per_device_eval_batch_size, shuffle=False, seed=0,
-            rank=self.args.process_index, world_size=self.args.world_size,
-        )
-        return self._dataloader(dataset, sampler)
 
     def evaluation_loop(
         self: Trainer, dataloader: Any, description: str, prediction_loss_only: bool | None = None,

@@ -1,8 +1,10 @@
 """``Trainer``: the training loop. The only code that fires hooks, through the dispatcher.
 
-Evaluation lives in :mod:`hooktrain.evaluation` and checkpointing in :mod:`hooktrain.resume`;
-this module holds construction, plugin management and the loop itself. The loop keeps the host
-and the device apart: the loss is summed on the device and read once per logging step.
+Evaluation lives in :mod:`hooktrain.evaluation`, checkpointing in :mod:`hooktrain.resume`, the
+DataLoaders in :mod:`hooktrain.loaders` and HF's other override points in
+:mod:`hooktrain.overrides`; this module holds construction, plugin management and ``train()``.
+The loop keeps the host and the device apart: the loss is summed on the device and read once
+per logging step.
 """
 
 from __future__ import annotations
@@ -22,18 +24,13 @@ import torch
 
 from hooktrain.args import TrainingArguments
 from hooktrain.callbacks import DefaultFlowCallback, PrinterCallback, ProgressCallback
-from hooktrain.data import (
-    EpochBatchSampler,
-    default_collate,
-    drop_columns,
-    make_dataloader,
-    unused_columns,
-)
+from hooktrain.data import default_collate
 from hooktrain.errors import ConfigError, PluginError
 from hooktrain import distributed
 from hooktrain.evaluation import EvaluationMixin
-from hooktrain.iterable import SignatureColumns, has_length, iterable_dataloader
+from hooktrain.iterable import has_length
 from hooktrain.item_count import accepts_loss_kwargs, loss_shifts_labels, takes_item_count
+from hooktrain.loaders import DataLoadersMixin
 from hooktrain.loop import TrainingLoopMixin
 from hooktrain.loss_filter import LossFilter
 from hooktrain.overrides import OverridePointsMixin
@@ -59,7 +56,8 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, OverridePointsMixin):
+class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, DataLoadersMixin,
+              OverridePointsMixin):
     """Trains, evaluates and predicts with a PyTorch model, HF-compatible.
 
     Arguments are HF's. ``model`` is called as HF calls it: with a batch dict as keyword
@@ -393,48 +391,6 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, OverridePoint
             path = Path(self.args.output_dir)
             path.mkdir(parents=True, exist_ok=True)
             self.state.save_to_json(path / "trainer_state.json")
-
-    # ---- data ----------------------------------------------------------------------------
-
-    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
-        args = self.args
-        if not has_length(self.train_dataset):
-            return self._iterable_dataloader(self.train_dataset,
-                                             args.per_device_train_batch_size, pad_uneven=True)
-        sampler = EpochBatchSampler(
-            len(self.train_dataset), args.per_device_train_batch_size,
-            shuffle=args.train_sampling_strategy == "random",
-            seed=args.data_seed if args.data_seed is not None else args.seed,
-            drop_last=args.dataloader_drop_last, rank=args.process_index,
-            world_size=args.world_size, pad_uneven=True,
-        )
-        return self._dataloader(self.train_dataset, sampler)
-
-    def _dataloader(self, dataset: Any, sampler: EpochBatchSampler) -> torch.utils.data.DataLoader:
-        args = self.args
-        collate = self.data_collator
-        if args.remove_unused_columns and len(dataset) > 0:
-            columns = unused_columns(self.model, dataset[0], self.label_names)
-            if columns:
-                collate = drop_columns(collate, columns)
-        pin = args.dataloader_pin_memory and self.device.type == "cuda"
-        return make_dataloader(
-            dataset, sampler, collate, args.dataloader_num_workers, pin, args.seed,
-            persistent_workers=args.dataloader_persistent_workers,
-            prefetch_factor=args.dataloader_prefetch_factor,
-            multiprocessing_context=args.dataloader_multiprocessing_context,
-        )
-
-    def _iterable_dataloader(self, dataset: Any, batch_size: int,
-                             pad_uneven: bool) -> torch.utils.data.DataLoader:
-        args = self.args
-        collate = self.data_collator
-        if args.remove_unused_columns:
-            collate = SignatureColumns(collate, self.model, self.label_names)
-        return iterable_dataloader(
-            dataset, batch_size, collate, args.process_index, args.world_size, pad_uneven,
-            args.dataloader_num_workers, args.dataloader_pin_memory and self.device.type == "cuda",
-        )
 
     def _make_autocast(self) -> Callable[[], Any]:
         dtype = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
