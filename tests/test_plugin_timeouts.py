@@ -65,7 +65,8 @@ def test_a_nonblocking_plugin_that_fills_its_queue_is_dropped(tmp_path, caplog, 
     trainer, recorder = trainer_with(tmp_path, HangsOnEveryLog(), logging_steps=1)
     with caplog.at_level(logging.ERROR, logger="hooktrain"):
         trainer.train()
-    assert any("kept its queue full" in r.getMessage() for r in caplog.records)
+    reports = [r.getMessage() for r in caplog.records if "stuck" in r.getMessage()]
+    assert len(reports) == 1 and "kept its queue full" in reports[0]
     assert trainer.state.global_step == 8 and recorder.events.count("on_log") == 9
 
 
@@ -73,14 +74,14 @@ def test_a_slow_synchronous_hook_is_warned_about_while_it_runs(tmp_path, caplog)
     class Slow(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == 2:
-                time.sleep(1.6)
+                time.sleep(2.2)
 
     trainer = Trainer(TinyRegressor(), tiny_args(tmp_path, plugin_timeout=0.5),
                       train_dataset=RegressionDataset(16), callbacks=[Slow()])
     with caplog.at_level(logging.WARNING, logger="hooktrain"):
         trainer.train()
     warnings = [r.getMessage() for r in caplog.records if "past plugin_timeout" in r.getMessage()]
-    assert 2 <= len(warnings) <= 3, warnings  # after 0.5 s, then every 0.5 s
+    assert 2 <= len(warnings) <= 5, warnings  # after 0.5 s, then every 0.5 s
     assert "Slow" in warnings[0] and "on_step_end" in warnings[0] and "(step 2)" in warnings[0]
     assert "cannot stop it" in warnings[0]
 

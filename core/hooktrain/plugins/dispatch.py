@@ -221,6 +221,8 @@ class HookDispatcher(CallbackHandlerSurface):
         if workers:
             self._tables.clear()
         for record, worker in workers.values():
+            if worker.stuck:  # abandoned (and reported) while its queue stayed full
+                continue
             if not worker.drain(self.plugin_timeout or None):
                 self._abandon(record, worker, "did not finish its queued calls")
             worker.close()
