@@ -1,5 +1,5 @@
-"""HF's examples and built-in callbacks run on hooktrain as on HF (HF_TRAINER_REFERENCE §1.2, §2,
-§3, §4): control flags set by a callback, ``PrinterCallback``, ``ProgressCallback`` and
+"""HF's examples and built-in callbacks run on hooktrain as on HF (docs/events.md,
+docs/migrating-from-transformers.md): control flags set by a callback, ``PrinterCallback``, ``ProgressCallback`` and
 ``EarlyStoppingCallback``."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 HF's verified trace, epoch strategies, fractional steps and resumed runs. Each test records every
 hook with :class:`~hooktrain.testing.HookRecorder` and compares the whole run with a literal list
 (the entry format is in ``hook_order_helpers.py``); the reference for every list is
-``HF_TRAINER_REFERENCE.md`` §1.4 (HF 5.23, verified). Evaluation and prediction are in
+transformers' own Trainer (HF 5.23, verified; docs/events.md). Evaluation and prediction are in
 ``test_hook_order_evaluate.py``, stopping early and ``on_exception`` in
 ``test_hook_order_control.py``.
 """
@@ -18,7 +18,7 @@ from hooktrain.testing import HookRecorder, RegressionDataset
 from hook_order_helpers import EVAL, SUMMARY, TEST, TRAIN_LOG, make_trainer, trace, update
 
 
-# ---- a. the verified trace of HF_TRAINER_REFERENCE.md §1.4 -------------------------------
+# ---- a. the verified trace of transformers' Trainer (docs/events.md) ---------------------
 
 
 def test_reference_trace_accumulation_log_eval_save_then_predict(run_training):
@@ -276,7 +276,7 @@ def test_resume_middle_checkpoint_under_accumulation(tmp_path):
 
 
 def test_resume_a_finished_run_fires_no_step_events(tmp_path):
-    # DESIGN §7: resuming a finished run trains no extra step (HF trains one).
+    # docs/checkpoints.md: resuming a finished run trains no extra step (HF trains one).
     schedule = dict(per_device_train_batch_size=2, max_steps=6, save_strategy="steps",
                     save_steps=3)
     make_trainer(tmp_path, HookRecorder(), **schedule).train()

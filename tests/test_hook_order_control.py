@@ -2,7 +2,7 @@
 ``should_epoch_stop``, a stop requested at a substep, and ``on_exception``.
 
 Each test compares the whole trace with a literal list (format: ``hook_order_helpers.py``); the
-reference for every list is ``HF_TRAINER_REFERENCE.md`` §1.4 (HF 5.23, verified).
+reference for every list is transformers' own Trainer (HF 5.23, verified; docs/events.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The plugin manager's rules: hook-name validation, pluggy-style plugins, lazy imports, tracing.
 
-One small test per rule (DESIGN §3, §5, §5.1). HF's callback-list semantics are in
+One small test per rule of docs/plugins.md (writing, selecting, faults). HF's callback-list semantics are in
 ``test_plugin_manager_callback_list.py``.
 """
 

@@ -163,7 +163,7 @@ def test_two_early_stopping_callbacks_keep_their_own_counters(tmp_path):
 
 def test_two_identical_early_stopping_callbacks_never_crash_mid_run(tmp_path):
     """Two EarlyStoppingCallbacks with the same settings share a state_key. Either the Trainer
-    refuses them before training starts, or it keys them apart (DESIGN §7: per instance, two
+    refuses them before training starts, or it keys them apart (docs/checkpoints.md: per instance, two
     EarlyStoppingCallbacks keep their own state); it must not fail at the first checkpoint,
     after hours of training, with advice the user cannot follow for a built-in callback."""
     out = tmp_path / "run"

@@ -35,7 +35,7 @@ logger = logging.getLogger("hooktrain")
 
 
 class Band(IntEnum):
-    """Where a plugin runs in every event (DESIGN §4). Lower bands run first.
+    """Where a plugin runs in every event (docs/plugins.md, "Order"). Lower bands run first.
 
     Within a band, ``tryfirst`` impls run first and ``trylast`` last; ties keep registration order.
     """
