@@ -27,7 +27,7 @@ logger = logging.getLogger("hooktrain")
 
 
 class OverridePointsMixin:
-    """Optimizer and schedule creation, the test loader and HF's metric helpers."""
+    """Optimizer and schedule creation, HF's process and metric helpers, model_init."""
 
     def get_decay_parameter_names(self: Trainer, model: torch.nn.Module) -> list[str]:
         """Parameters that get weight decay: all but biases and normalisation weights (HF)."""
@@ -111,6 +111,19 @@ class OverridePointsMixin:
             raise ConfigError(f"model_init returned a {type(model).__name__}; it must return a "
                               "torch.nn.Module.")
         return model
+
+    def is_world_process_zero(self: Trainer) -> bool:
+        return self.args.process_index == 0
+
+    def is_local_process_zero(self: Trainer) -> bool:
+        return self.args.local_process_index == 0
+
+    def save_state(self: Trainer) -> None:
+        """Write ``trainer_state.json`` into ``args.output_dir`` (HF's ``save_state``)."""
+        if self.args.should_save:
+            path = Path(self.args.output_dir)
+            path.mkdir(parents=True, exist_ok=True)
+            self.state.save_to_json(path / "trainer_state.json")
 
     # ---- metrics at the end of a script (HF's trainer_pt_utils) ---------------------------
 

@@ -16,7 +16,6 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -366,12 +365,6 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, DataLoadersMi
 
     # ---- HF conveniences ------------------------------------------------------------------
 
-    def is_world_process_zero(self) -> bool:
-        return self.args.process_index == 0
-
-    def is_local_process_zero(self) -> bool:
-        return self.args.local_process_index == 0
-
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Write the model (``model.safetensors``, ``config.json`` when it has a config) to
         ``output_dir`` (default ``args.output_dir``), on the main process. An override is also
@@ -384,13 +377,6 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, DataLoadersMi
             distributed.barrier()
 
     save_model.writes_checkpoint_weights_itself = True  # type: ignore[attr-defined]
-
-    def save_state(self) -> None:
-        """Write ``trainer_state.json`` into ``args.output_dir`` (HF's ``save_state``)."""
-        if self.args.should_save:
-            path = Path(self.args.output_dir)
-            path.mkdir(parents=True, exist_ok=True)
-            self.state.save_to_json(path / "trainer_state.json")
 
     def _make_autocast(self) -> Callable[[], Any]:
         dtype = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None

@@ -26,7 +26,6 @@ of :meth:`HooktrainPluginManager.ordered_impls`:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sys
@@ -39,6 +38,7 @@ from hooktrain.plugins.background import BackgroundWorker
 from hooktrain.plugins.watchdog import CallWatch, watch
 from hooktrain.plugins.hf_handler import CallbackHandlerSurface, accepts_hf_call
 from hooktrain.plugins.manager import HooktrainPluginManager, PluginRecord
+from hooktrain.plugins.steering import SteeringGuard
 from hooktrain.state import TrainerControl
 
 logger = logging.getLogger("hooktrain")
@@ -55,7 +55,7 @@ class PluginFault:
     error: str
 
 
-class HookDispatcher(CallbackHandlerSurface):
+class HookDispatcher(CallbackHandlerSurface, SteeringGuard):
     """Calls the hooks of one Trainer's plugins. See the module docstring."""
 
     def __init__(self, manager: HooktrainPluginManager, plugin_errors: str = "warn",
@@ -333,41 +333,6 @@ class HookDispatcher(CallbackHandlerSurface):
 
         return submit
 
-    def _without_steering(
-        self, function: Callable[..., Any], hook: str, record: PluginRecord
-    ) -> Callable[..., Any]:
-        """Undo what a rank-zero-only plugin does to ``control``, and say so once per flag."""
-
-        def guarded(*args: Any) -> Any:
-            control = self.control
-            before = tuple(getattr(control, name) for name in _CONTROL_FLAGS)
-            result = None
-            try:  # undone even when the plugin raises after setting a flag
-                result = function(*args)
-            finally:
-                after = result if isinstance(result, TrainerControl) else control
-                for name, old in zip(_CONTROL_FLAGS, before):
-                    new = getattr(after, name)
-                    if new != old:
-                        self._say_not_steering(record, hook, name, new)
-                    setattr(control, name, old)
-            if isinstance(result, TrainerControl):
-                return None  # the control it returned is dropped: the flags are the old ones
-            return result
-
-        return guarded
-
-    def _say_not_steering(self, record: PluginRecord, hook: str, flag: str, value: bool) -> None:
-        if (record.name, flag) in self._warned_steering:
-            return
-        self._warned_steering.add((record.name, flag))
-        logger.warning(
-            "Plugin %s runs on rank zero only and changed control.%s to %s in %s; the other %d "
-            "processes would not see it, so the change is ignored. A plugin that steers "
-            "training must run on every rank: set hooktrain_all_ranks = True on it.",
-            record.label, flag, value, hook, self.world_size - 1,
-        )
-
     def _table(self, hook: str) -> tuple[_Impl, ...]:
         rows = []
         for record, impl in self.manager.ordered_impls(hook):
@@ -400,6 +365,5 @@ def _traced(function: Callable[..., Any], hook: str, label: str) -> Callable[...
     return traced
 
 
-_CONTROL_FLAGS = tuple(field.name for field in dataclasses.fields(TrainerControl))
 
 assert set(COPIED_ARGS) <= set(EXTRA_ARGS)
