@@ -23,8 +23,8 @@ from hooktrain.loop import smoothed_loss
 from hooktrain.schedules import create_scheduler
 
 from test_transformers_parity import (
-    LIBRARIES, Regression, Regressor, Sequences, assert_same_logs, assert_same_weights, recorder,
-    tiny_llama, train,
+    LIBRARIES, Regression, Regressor, Sequences, assert_same_logs, assert_same_runs,
+    assert_same_weights, recorder, tiny_llama, train,
 )
 
 
@@ -141,10 +141,7 @@ def test_glue_style_classification_trains_as_in_transformers(tmp_path, run) -> N
                      **RUNS[run])
     runs = {library: train(library, tmp_path, Classifier(), Classes(), Classes(8),
                            compute_metrics=accuracy, **arguments) for library in LIBRARIES}
-    (ours, our_events), (theirs, their_events) = runs["hooktrain"], runs["transformers"]
-    assert our_events == their_events
-    assert_same_logs(ours.state.log_history, theirs.state.log_history)
-    assert_same_weights(ours.model, theirs.model)
+    assert_same_runs(runs)
 
 
 class Unseeded(Regressor):

@@ -13,7 +13,8 @@ import torch
 import transformers
 
 from test_transformers_parity import (
-    LIBRARIES, Regression, Regressor, assert_same_logs, assert_same_weights, recorder, train,
+    LIBRARIES, Regression, Regressor, assert_same_logs, assert_same_runs, assert_same_weights,
+    recorder, train,
 )
 
 
@@ -65,10 +66,7 @@ def test_a_trainer_subclass_overriding_hf_methods_trains_as_in_transformers(tmp_
                                   eval_dataset=Regression(8, seed=1), callbacks=[callback])
         trainer.train()
         runs[name] = trainer, callback.events
-    (ours, our_events), (theirs, their_events) = runs["hooktrain"], runs["transformers"]
-    assert our_events == their_events
-    assert_same_logs(ours.state.log_history, theirs.state.log_history)
-    assert_same_weights(ours.model, theirs.model)
+    ours, _ = assert_same_runs(runs)
     assert isinstance(ours.optimizer, torch.optim.SGD) and all(
         "custom" in entry for entry in ours.state.log_history)
 
@@ -123,10 +121,7 @@ def test_an_iterable_dataset_trains_and_evaluates_as_in_transformers(tmp_path) -
                            Stream(Regression(6, seed=1)), max_steps=7,
                            per_device_train_batch_size=4, eval_strategy="steps", eval_steps=3,
                            save_strategy="no", logging_steps=2) for library in LIBRARIES}
-    (ours, our_events), (theirs, their_events) = runs["hooktrain"], runs["transformers"]
-    assert our_events == their_events
-    assert_same_logs(ours.state.log_history, theirs.state.log_history)
-    assert_same_weights(ours.model, theirs.model)
+    assert_same_runs(runs)
 
 
 class NanOnThirdStep(Regressor):

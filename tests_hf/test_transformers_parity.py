@@ -116,6 +116,15 @@ def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
     torch.testing.assert_close(a.state_dict(), b.state_dict(), rtol=0, atol=1e-6)
 
 
+def assert_same_runs(runs: dict) -> tuple:
+    """``{library: (trainer, events)}`` from :func:`train`: the same events, logs and weights."""
+    (ours, our_events), (theirs, their_events) = runs["hooktrain"], runs["transformers"]
+    assert our_events == their_events
+    assert_same_logs(ours.state.log_history, theirs.state.log_history)
+    assert_same_weights(ours.model, theirs.model)
+    return ours, theirs
+
+
 def mean_absolute_error(prediction) -> dict[str, float]:
     return {"mae": float(np.abs(prediction.predictions - prediction.label_ids).mean())}
 
