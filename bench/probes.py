@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from hooktrain import TrainerCallback, hookimpl
-from hooktrain.plugins import HookDispatcher, HooktrainPluginManager
-from hooktrain.state import TrainerState
+from hooktrain.plugin_host import HookDispatcher, HooktrainPluginManager
+from hooktrain.trainer_state import TrainerState
 
 from workloads import TINY, MemoryLogger, Workload, dataset_for, hooktrain_loop
 

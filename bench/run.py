@@ -65,7 +65,7 @@ def training_ratios(work: Workload, rounds: int) -> dict[str, Any]:
 
 def _report_to() -> Any:
     """The TensorBoard plugin as the logging plugin when installed, else a memory logger."""
-    from hooktrain.plugins import discovery
+    from hooktrain.plugin_host import discovery
 
     return ["tensorboard"] if "tensorboard" in discovery.installed_plugins() else "none"
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from hooktrain import Trainer, TrainerCallback, hookimpl
-from hooktrain.plugins import Band
+from hooktrain.plugin_host import Band
 from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
 
 

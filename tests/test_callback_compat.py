@@ -202,7 +202,7 @@ def test_hf_trainer_conveniences(tmp_path) -> None:
     from safetensors.torch import load_file
 
     from hooktrain import Trainer
-    from hooktrain.state import TrainerState
+    from hooktrain.trainer_state import TrainerState
     from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
 
     trainer = Trainer(TinyRegressor(), tiny_args(tmp_path / "out", max_steps=2),

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from hooktrain import hookimpl
-from hooktrain.state import TrainerState
+from hooktrain.trainer_state import TrainerState
 
 from checkpoint_helpers import checkpoint_names, train
 from checkpoint_helpers import finished_run as finished_run  # a fixture, found by name

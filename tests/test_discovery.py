@@ -28,7 +28,7 @@ from discovery_helpers import clean_venv as clean_venv  # a fixture, found by na
 ORDER_SCRIPT = """
 from sample_driver import *
 from hooktrain import hookimpl
-from hooktrain.plugins import discovery
+from hooktrain.plugin_host import discovery
 
 
 class User:

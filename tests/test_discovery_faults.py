@@ -33,7 +33,7 @@ def dup_venv(tmp_path_factory):
 
 BROKEN_SCRIPT = """
 from sample_driver import *
-from hooktrain.plugins import discovery
+from hooktrain.plugin_host import discovery
 
 result = {"installed": list(discovery.installed_plugins())}
 reset_log()
@@ -120,7 +120,7 @@ def test_two_distributions_with_one_entry_point_name_is_an_error(dup_venv, tmp_p
     r = dup_venv.result(
         """
         from sample_driver import *
-        from hooktrain.plugins import discovery
+        from hooktrain.plugin_host import discovery
         emit(error=attempt(discovery.installed_plugins), torch=imported("torch"))
         """,
         cwd=tmp_path,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hooktrain import Trainer, TrainerCallback, hookimpl
-from hooktrain.plugins import Band
+from hooktrain.plugin_host import Band
 from hooktrain.testing import HookRecorder, RegressionDataset, TinyRegressor, tiny_args
 
 torch.manual_seed(1234)

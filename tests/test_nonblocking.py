@@ -9,7 +9,7 @@ import time
 import pytest
 
 from hooktrain import Trainer, TrainerCallback, hookimpl
-from hooktrain.plugins import Band
+from hooktrain.plugin_host import Band
 from hooktrain.testing import (
     HookRecorder,
     RegressionDataset,

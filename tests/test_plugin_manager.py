@@ -13,7 +13,7 @@ import pytest
 
 from hooktrain import TrainerCallback, hookimpl
 from hooktrain.errors import HookNameError, PluginError
-from hooktrain.plugins import HooktrainPluginManager
+from hooktrain.plugin_host import HooktrainPluginManager
 from hooktrain.testing import run_training
 
 from plugin_manager_helpers import make_trainer

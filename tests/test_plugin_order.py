@@ -24,7 +24,7 @@ from hooktrain import (
     TrainerControl,
     hookimpl,
 )
-from hooktrain.plugins import Band
+from hooktrain.plugin_host import Band
 from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
 
 # ---- spies -------------------------------------------------------------------------------

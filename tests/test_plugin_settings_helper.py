@@ -1,4 +1,4 @@
-"""``hooktrain.plugins.settings.from_environment``: the settings of a plugin built by hand.
+"""``hooktrain.plugin_host.settings.from_environment``: the settings of a plugin built by hand.
 
 A plugin built in Python without settings (``ClearMLPlugin()``) never goes through hooktrain's
 config resolution, so this helper is what makes its fields' environment variables and defaults
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from hooktrain.errors import ConfigError
-from hooktrain.plugins.settings import from_environment, resolve
+from hooktrain.plugin_host.settings import from_environment, resolve
 
 # Names no real environment sets, so the machine running the tests cannot change the results.
 STEPS_ENV = "HOOKTRAIN_TEST_HELPER_STEPS"
@@ -84,7 +84,7 @@ def test_a_plugin_built_by_hand(monkeypatch):
 
 def test_importing_it_does_not_import_torch():
     # Plugin modules import the helper at the top; `hooktrain plugins` must stay torch-free.
-    code = "import sys, hooktrain.plugins.settings; print('torch' in sys.modules)"
+    code = "import sys, hooktrain.plugin_host.settings; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "False", result.stderr

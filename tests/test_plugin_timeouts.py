@@ -11,7 +11,7 @@ from importlib import metadata
 import pytest
 
 from hooktrain import TrainerCallback, cli, hookimpl
-from hooktrain.plugins import Band, discovery
+from hooktrain.plugin_host import Band, discovery
 from hooktrain.testing import HookRecorder, RegressionDataset, TinyRegressor, tiny_args
 from hooktrain.trainer import Trainer
 
@@ -56,7 +56,7 @@ def test_a_nonblocking_plugin_stuck_in_on_train_end_is_dropped_and_train_returns
 
 
 def test_a_nonblocking_plugin_that_fills_its_queue_is_dropped(tmp_path, caplog, monkeypatch):
-    from hooktrain.plugins import background
+    from hooktrain.plugin_host import background
 
     original = background.BackgroundWorker.__init__
     monkeypatch.setattr(background.BackgroundWorker, "__init__",

@@ -13,7 +13,7 @@ import logging
 import pytest
 
 from hooktrain import Trainer, TrainerControl, hookimpl
-from hooktrain.plugins import Band
+from hooktrain.plugin_host import Band
 from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
 
 

@@ -96,14 +96,14 @@ def make_trainer(callbacks=(), args=None, **overrides):
 
 def entry_points(trainer):
     """Names of the entry-point plugins of ``trainer``, in dispatch order."""
-    from hooktrain.plugins import Band
+    from hooktrain.plugin_host import Band
 
     return [r.name for r in trainer.plugin_manager.records() if r.band == Band.ENTRY_POINT]
 
 
 def layout(trainer):
     """``[band, name or class]`` for every registered plugin, in dispatch order."""
-    from hooktrain.plugins import Band
+    from hooktrain.plugin_host import Band
 
     rows = []
     for record in trainer.plugin_manager.records():

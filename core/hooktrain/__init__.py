@@ -17,10 +17,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "Trainer": "hooktrain.trainer",
     "TrainingArguments": "hooktrain.args",
-    "TrainerCallback": "hooktrain.callback",
-    "TrainerState": "hooktrain.state",
-    "TrainerControl": "hooktrain.state",
-    "ExportableState": "hooktrain.state",
+    "TrainerCallback": "hooktrain.trainer_callback",
+    "TrainerState": "hooktrain.trainer_state",
+    "TrainerControl": "hooktrain.trainer_state",
+    "ExportableState": "hooktrain.trainer_state",
     "DefaultFlowCallback": "hooktrain.callbacks",
     "ProgressCallback": "hooktrain.callbacks",
     "PrinterCallback": "hooktrain.callbacks",
@@ -35,7 +35,7 @@ __all__ = ["__version__", "hookimpl", "hookspec", *_LAZY]
 
 if TYPE_CHECKING:
     from hooktrain.args import TrainingArguments
-    from hooktrain.callback import TrainerCallback
+    from hooktrain.trainer_callback import TrainerCallback
     from hooktrain.callbacks import (
         DefaultFlowCallback,
         EarlyStoppingCallback,
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
         ProgressCallback,
     )
     from hooktrain.outputs import EvalPrediction, PredictionOutput, TrainOutput
-    from hooktrain.state import ExportableState, TrainerControl, TrainerState
+    from hooktrain.trainer_state import ExportableState, TrainerControl, TrainerState
     from hooktrain.trainer import Trainer, set_seed
 
 

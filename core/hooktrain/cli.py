@@ -148,7 +148,7 @@ def list_plugins(as_json: bool = False, config: str | None = None) -> None:
 
 def plugin_rows(config: str | None = None) -> list[dict[str, Any]]:
     """One row per installed plugin: status ``enabled`` / ``disabled`` / ``broken``."""
-    from hooktrain.plugins import discovery
+    from hooktrain.plugin_host import discovery
 
     report_to: Any = "all"
     disabled = {name: discovery.DISABLE_ENV for name in discovery.env_disabled()}

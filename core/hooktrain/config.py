@@ -31,8 +31,8 @@ from typing import Any
 
 from hooktrain.args import TrainingArguments, _unknown_field_message
 from hooktrain.errors import ConfigError
-from hooktrain.plugins import discovery
-from hooktrain.plugins import settings as plugin_settings
+from hooktrain.plugin_host import discovery
+from hooktrain.plugin_host import settings as plugin_settings
 
 TABLES = ("training", "plugins", "run")
 RUN_KEYS = (

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     import torch
 
     from hooktrain.args import TrainingArguments
-    from hooktrain.state import TrainerControl, TrainerState
+    from hooktrain.trainer_state import TrainerControl, TrainerState
 
 # pluggy reads a hook's argument names from its spec's signature, so every spec spells out the
 # common arguments; ``hooktrain.events`` checks that they agree.

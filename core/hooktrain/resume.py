@@ -16,8 +16,8 @@ from hooktrain import checkpoint as ckpt
 from hooktrain import distributed
 from hooktrain.errors import CheckpointError, ConfigError
 from hooktrain.loss_filter import reduced_sum
-from hooktrain.plugins import state as plugin_state
-from hooktrain.state import TrainerState
+from hooktrain.plugin_host import plugin_state
+from hooktrain.trainer_state import TrainerState
 
 if TYPE_CHECKING:
     from hooktrain.trainer import Trainer

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hooktrain import hookimpl
-from hooktrain.plugins.settings import from_environment
+from hooktrain.plugin_host.settings import from_environment
 
 
 @dataclass

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from hooktrain.args import TrainingArguments
-from hooktrain.callback import TrainerCallback
+from hooktrain.trainer_callback import TrainerCallback
 from hooktrain.events import EVENT_NAMES, EXTRA_ARGS, forwarding_function
 from hooktrain.markers import hookimpl
 from hooktrain.outputs import TrainOutput

@@ -35,15 +35,15 @@ from hooktrain.loss_filter import LossFilter
 from hooktrain.overrides import OverridePointsMixin
 from hooktrain.preflight import check_trainer_setup
 from hooktrain.outputs import TrainOutput
-from hooktrain.plugins import (
+from hooktrain.plugin_host import (
     Band,
     HookDispatcher,
     HooktrainPluginManager,
     PluginFault,
 )
-from hooktrain.plugins import discovery
+from hooktrain.plugin_host import discovery
 from hooktrain.resume import CheckpointMixin
-from hooktrain.state import TrainerControl, TrainerState
+from hooktrain.trainer_state import TrainerControl, TrainerState
 
 logger = logging.getLogger("hooktrain")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from hooktrain.callback import TrainerCallback
+from hooktrain.trainer_callback import TrainerCallback
 from hooktrain.errors import ConfigError
-from hooktrain.state import ExportableState
+from hooktrain.trainer_state import ExportableState
 
 logger = logging.getLogger("hooktrain")
 

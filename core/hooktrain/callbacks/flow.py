@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hooktrain.callback import TrainerCallback
+from hooktrain.trainer_callback import TrainerCallback
 
 
 class DefaultFlowCallback(TrainerCallback):

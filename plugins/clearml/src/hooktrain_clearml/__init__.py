@@ -20,7 +20,7 @@ from typing import Any
 
 from hooktrain import hookimpl
 from hooktrain.integration import SUMMARY_KEYS, NumericFilter, model_config, rewrite_key
-from hooktrain.plugins.settings import from_environment
+from hooktrain.plugin_host.settings import from_environment
 
 __all__ = ["ARGS_SECTION", "MODEL_SECTION", "ClearMLPlugin", "ClearMLSettings"]
 

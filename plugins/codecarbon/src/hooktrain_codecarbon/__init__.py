@@ -28,7 +28,7 @@ from typing import Any
 
 from hooktrain import hookimpl
 from hooktrain.errors import ConfigError
-from hooktrain.plugins.settings import from_environment
+from hooktrain.plugin_host.settings import from_environment
 
 __all__ = ["CodeCarbonPlugin", "CodeCarbonSettings"]
 

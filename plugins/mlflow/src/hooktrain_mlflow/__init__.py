@@ -24,7 +24,7 @@ from typing import Any, Iterator
 from hooktrain import hookimpl
 from hooktrain.errors import ConfigError
 from hooktrain.integration import NumericFilter, run_config, save_model
-from hooktrain.plugins.settings import from_environment
+from hooktrain.plugin_host.settings import from_environment
 
 __all__ = ["MLflowPlugin", "MLflowSettings", "metric_name"]
 

@@ -20,7 +20,7 @@ from hooktrain import __version__ as hooktrain_version
 from hooktrain import hookimpl
 from hooktrain.errors import ConfigError
 from hooktrain.integration import NumericFilter, rewrite_key, run_config
-from hooktrain.plugins.settings import from_environment
+from hooktrain.plugin_host.settings import from_environment
 
 __all__ = ["NeptunePlugin", "NeptuneSettings"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from hooktrain import hookimpl
 from hooktrain.integration import NumericFilter, default_run_dir, model_config, rewrite_key, run_config
-from hooktrain.plugins.settings import from_environment
+from hooktrain.plugin_host.settings import from_environment
 
 __all__ = ["TensorBoardPlugin", "TensorBoardSettings"]
 

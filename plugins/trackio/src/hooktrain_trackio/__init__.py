@@ -25,7 +25,7 @@ from typing import Any
 from hooktrain import hookimpl
 from hooktrain.errors import ConfigError
 from hooktrain.integration import NumericFilter, rewrite_key, run_config, save_model
-from hooktrain.plugins.settings import from_environment
+from hooktrain.plugin_host.settings import from_environment
 
 __all__ = ["TrackioPlugin", "TrackioSettings"]
 

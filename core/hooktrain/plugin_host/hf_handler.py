@@ -4,7 +4,7 @@ Code written for transformers calls ``trainer.callback_handler`` directly: ``cal
 ``add_callback``, ``pop_callback``, ``remove_callback``, the common objects (``model``,
 ``optimizer``, ...) and ``on_<event>(args, state, control, **kwargs)``, which returns the control.
 :func:`accepts_hf_call` lets each typed event method of
-:class:`~hooktrain.plugins.dispatch.HookDispatcher` take that form too, so such a call runs the
+:class:`~hooktrain.plugin_host.dispatch.HookDispatcher` take that form too, so such a call runs the
 same plugins, in the same order, as the loop's own call.
 """
 
@@ -15,7 +15,7 @@ import logging
 from typing import Any, Callable
 
 from hooktrain.events import COMMON_ARGS
-from hooktrain.plugins.manager import PluginRecord
+from hooktrain.plugin_host.manager import PluginRecord
 
 logger = logging.getLogger("hooktrain")
 

@@ -17,9 +17,9 @@ from collections import Counter
 from typing import Any
 
 from hooktrain.errors import CheckpointError
-from hooktrain.plugins.manager import PluginRecord
-from hooktrain.callback import foreign_base
-from hooktrain.state import ExportableState, TrainerControl
+from hooktrain.plugin_host.manager import PluginRecord
+from hooktrain.trainer_callback import foreign_base
+from hooktrain.trainer_state import ExportableState, TrainerControl
 
 logger = logging.getLogger("hooktrain")
 

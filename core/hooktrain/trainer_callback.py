@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hooktrain.args import TrainingArguments
-    from hooktrain.state import TrainerControl, TrainerState
+    from hooktrain.trainer_state import TrainerControl, TrainerState
 
 
 class TrainerCallback:

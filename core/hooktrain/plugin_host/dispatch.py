@@ -34,12 +34,12 @@ from typing import Any, Callable
 
 from hooktrain.errors import PluginError
 from hooktrain.events import COMMON_ARGS, COPIED_ARGS, EXTRA_ARGS, argument_getter
-from hooktrain.plugins.background import BackgroundWorker
-from hooktrain.plugins.watchdog import CallWatch, watch
-from hooktrain.plugins.hf_handler import CallbackHandlerSurface, accepts_hf_call
-from hooktrain.plugins.manager import HooktrainPluginManager, PluginRecord
-from hooktrain.plugins.steering import SteeringGuard
-from hooktrain.state import TrainerControl
+from hooktrain.plugin_host.background import BackgroundWorker
+from hooktrain.plugin_host.watchdog import CallWatch, watch
+from hooktrain.plugin_host.hf_handler import CallbackHandlerSurface, accepts_hf_call
+from hooktrain.plugin_host.manager import HooktrainPluginManager, PluginRecord
+from hooktrain.plugin_host.steering import SteeringGuard
+from hooktrain.trainer_state import TrainerControl
 
 logger = logging.getLogger("hooktrain")
 

@@ -13,8 +13,8 @@ import dataclasses
 import logging
 from typing import Any, Callable
 
-from hooktrain.plugins.manager import PluginRecord
-from hooktrain.state import TrainerControl
+from hooktrain.plugin_host.manager import PluginRecord
+from hooktrain.trainer_state import TrainerControl
 
 logger = logging.getLogger("hooktrain")
 

@@ -3,7 +3,7 @@
 What it adds to :class:`pluggy.PluginManager`:
 
 * **One registry for both plugin styles.** ``TrainerCallback`` objects are wrapped in a
-  :class:`~hooktrain.plugins.bridge.TrainerCallbackBridge`; pluggy-style objects register as
+  :class:`~hooktrain.plugin_host.bridge.TrainerCallbackBridge`; pluggy-style objects register as
   they are.
 * **Hook names checked at registration.** A hook that does not exist (``on_stepend``) or an
   argument no hook provides is a :class:`~hooktrain.errors.HookNameError` naming the plugin, the
@@ -25,11 +25,11 @@ from typing import Any, Callable
 import pluggy
 
 from hooktrain import hookspecs
-from hooktrain.callback import is_trainer_callback
+from hooktrain.trainer_callback import is_trainer_callback
 from hooktrain.errors import HookNameError, PluginError
 from hooktrain.events import EVENT_NAMES
 from hooktrain.markers import PROJECT_NAME
-from hooktrain.plugins.bridge import TrainerCallbackBridge, unknown_hook_message
+from hooktrain.plugin_host.bridge import TrainerCallbackBridge, unknown_hook_message
 
 logger = logging.getLogger("hooktrain")
 

@@ -28,7 +28,7 @@ import queue
 import threading
 from typing import Any, Callable
 
-from hooktrain.state import TrainerControl, TrainerState
+from hooktrain.trainer_state import TrainerControl, TrainerState
 
 _STOP = object()
 

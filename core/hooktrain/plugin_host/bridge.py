@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Callable
 
-from hooktrain.callback import TrainerCallback, callback_base
+from hooktrain.trainer_callback import TrainerCallback, callback_base
 from hooktrain.errors import HookNameError
 from hooktrain.events import COMMON_ARGS, EVENT_NAMES, HF_EXTRA_ARGS, forwarding_function
 from hooktrain.markers import hookimpl

@@ -164,7 +164,7 @@ def instantiate(obj: Any, name: str, table: dict[str, Any]) -> Any:
     A class with a ``settings`` dataclass gets ``cls(settings=...)`` resolved from ``table``
     and the environment; any other class ``cls()``. A module or instance is used as it is.
     """
-    from hooktrain.plugins import settings
+    from hooktrain.plugin_host import settings
 
     declared = settings.settings_class(obj)
     if not isinstance(obj, type):
@@ -178,7 +178,7 @@ def instantiate(obj: Any, name: str, table: dict[str, Any]) -> Any:
 
 def hook_names(obj: Any) -> list[str]:
     """The hooks an entry point's object implements (marked with ``@hookimpl``)."""
-    from hooktrain.plugins.manager import attribute, is_hookimpl
+    from hooktrain.plugin_host.manager import attribute, is_hookimpl
 
     names = []
     for attr in dir(obj):
