@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hooktrain import TrainerCallback, cli
+from hooktrain import TrainerCallback, TrainingArguments, cli
 from hooktrain.errors import CheckpointError, PluginError
 from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
 from hooktrain.trainer import Trainer
@@ -94,7 +94,8 @@ def test_a_bad_config_is_one_line_and_exit_2(project, capsys, content, words):
 def test_resume_from_checkpoint_on_the_command_line(project, word, expected):
     from hooktrain.config import load_config
 
-    loaded = load_config(config(project / "run.toml"), ["--run.resume_from_checkpoint", word])
+    loaded = load_config(config(project / "run.toml"), ["--run.resume_from_checkpoint", word],
+                         TrainingArguments)
     assert loaded.run["resume_from_checkpoint"] == expected
 
 

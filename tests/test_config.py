@@ -235,7 +235,7 @@ def test_parse_overrides_both_forms():
 
 def test_load_config_returns_the_run_table(config):
     path = config(BASE + '\n[run]\nmodel = "pkg:make"\ntrain_dataset = "pkg:data"\n')
-    loaded = load_config(path, ["--run.model", "pkg:other"])
+    loaded = load_config(path, ["--run.model", "pkg:other"], TrainingArguments)
     assert loaded.run == {"model": "pkg:other", "train_dataset": "pkg:data"}
     assert loaded.args.learning_rate == 0.02
     assert loaded.path == path
@@ -243,7 +243,7 @@ def test_load_config_returns_the_run_table(config):
 
 def test_load_config_rejects_unknown_run_keys(config):
     with pytest.raises(ConfigError) as info:
-        load_config(config(BASE + '\n[run]\nmodle = "pkg:make"\n'), [])
+        load_config(config(BASE + '\n[run]\nmodle = "pkg:make"\n'), [], TrainingArguments)
     assert "'modle'" in str(info.value) and "model" in str(info.value)
 
 

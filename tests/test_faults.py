@@ -82,7 +82,7 @@ def test_isolated_plugin_error_is_reported_once_and_switched_off(tmp_path, caplo
     assert "flaky plugin is broken" in caplog.text  # the traceback is in the log output
     assert "Traceback" in caplog.text
 
-    faults = trainer.callback_handler.faults
+    faults = trainer.plugin_faults
     assert len(faults) == 1
     assert "flaky" in faults[0].plugin
     assert faults[0].hook == "on_log"
@@ -102,7 +102,7 @@ def test_isolated_plugin_fault_does_not_change_training(tmp_path):
     faulty = make_trainer(tmp_path, name="faulty")
     add_isolated(faulty, Flaky())
     faulty.train()
-    assert faulty.callback_handler.faults
+    assert faulty.plugin_faults
     clean_params = dict(clean.model.named_parameters())
     faulty_params = dict(faulty.model.named_parameters())
     assert clean_params.keys() == faulty_params.keys()
@@ -117,7 +117,7 @@ def test_run_without_faults_has_no_summary(tmp_path, caplog):
     trainer = make_trainer(tmp_path)
     with caplog.at_level(logging.WARNING, logger="hooktrain"):
         trainer.train()
-    assert trainer.callback_handler.faults == []
+    assert trainer.plugin_faults == []
     assert not hooktrain_records(caplog, logging.WARNING)
 
 
@@ -129,7 +129,7 @@ def test_plugin_errors_raise_makes_isolated_plugin_fatal(tmp_path):
     notes = " ".join(getattr(info.value, "__notes__", []))
     assert "flaky" in notes
     assert "on_log" in notes
-    assert trainer.callback_handler.faults == []
+    assert trainer.plugin_faults == []
 
 
 # ---- user callbacks are fatal, on_exception fires once -----------------------------------
@@ -181,7 +181,7 @@ def test_user_callback_error_stops_training_and_fires_on_exception_once(tmp_path
     assert exceptions[0].payload["exception"] is error
     assert recorder.events[-1] == "on_exception"
     assert "on_train_end" not in recorder.events
-    assert trainer.callback_handler.faults == []
+    assert trainer.plugin_faults == []
 
 
 @pytest.mark.parametrize("call", ["evaluate", "predict"])
@@ -267,7 +267,7 @@ def test_keyboard_interrupt_propagates_and_fires_on_exception(tmp_path, isolated
     exceptions = recorder.of("on_exception")
     assert len(exceptions) == 1
     assert isinstance(exceptions[0].payload["exception"], KeyboardInterrupt)
-    assert trainer.callback_handler.faults == []
+    assert trainer.plugin_faults == []
 
 
 # ---- logs / metrics isolation ------------------------------------------------------------

@@ -92,7 +92,7 @@ def test_a_failing_background_logger_is_isolated(tmp_path, caplog) -> None:
 
     assert output.global_step == plain.output.global_step
     assert Flaky.calls == 1
-    assert [(f.plugin, f.hook) for f in trainer.callback_handler.faults] == [("flaky", "on_log")]
+    assert [(f.plugin, f.hook) for f in trainer.plugin_faults] == [("flaky", "on_log")]
     assert sum("flaky" in r.getMessage() for r in caplog.records) == 1
 
 

@@ -52,7 +52,7 @@ def test_a_nonblocking_plugin_stuck_in_on_train_end_is_dropped_and_train_returns
     (report,) = [r.getMessage() for r in caplog.records if "stuck" in r.getMessage()]
     assert "plugin_timeout=0.5" in report and "on_train_end" in report
     assert recorder.events[-1] == "on_train_end"  # the other plugins got everything
-    assert [f.plugin for f in trainer.callback_handler.faults] == ["stuck"]
+    assert [f.plugin for f in trainer.plugin_faults] == ["stuck"]
 
 
 def test_a_nonblocking_plugin_that_fills_its_queue_is_dropped(tmp_path, caplog, monkeypatch):

@@ -97,4 +97,4 @@ def test_a_rank_zero_plugin_that_raises_after_steering_is_undone_too(tmp_path, c
     with caplog.at_level(logging.WARNING, logger="hooktrain"):
         output = trainer.train()
     assert output.global_step == 8, "switched off after the error, and its stop undone"
-    assert [f.hook for f in trainer.callback_handler.faults] == ["on_step_end"]
+    assert [f.hook for f in trainer.plugin_faults] == ["on_step_end"]

@@ -110,7 +110,7 @@ class TrainingArguments(HFArguments):
         _check_choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULER_TYPES)
         _check_choice("optim", self.optim, TORCH_OPTIMIZERS + tuple(OPTIMIZER_PACKAGES))
         _check_choice("plugin_errors", self.plugin_errors, PLUGIN_ERROR_MODES)
-        self.report_to = _normalise_report_to(self.report_to)
+        self.report_to = normalise_report_to(self.report_to)
         if isinstance(self.disable_plugins, str):
             self.disable_plugins = [n.strip() for n in self.disable_plugins.split(",") if n.strip()]
         self.disable_plugins = list(self.disable_plugins)
@@ -247,11 +247,22 @@ class TrainingArguments(HFArguments):
         """
         from hooktrain.config import load_config
 
-        return load_config(path, overrides or [], **arguments).args
+        return load_config(path, overrides or [], cls, **arguments).args
 
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def unknown_field_message(cls, key: str) -> str:
+        """The error for a misspelled argument: the nearest field, then every field."""
+        names = cls.field_names()
+        close = difflib.get_close_matches(key, names, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return (
+            f"TrainingArguments got an unknown argument {key!r}.{hint} "
+            f"Valid arguments: {', '.join(names)}."
+        )
 
 
 def _check_unknown_arguments(init):  # type: ignore[no-untyped-def]
@@ -261,21 +272,12 @@ def _check_unknown_arguments(init):  # type: ignore[no-untyped-def]
         names = TrainingArguments.field_names()
         unknown = [key for key in kwargs if key not in names]
         if unknown:
-            raise ConfigError(_unknown_field_message(unknown[0], names))
+            raise ConfigError(TrainingArguments.unknown_field_message(unknown[0]))
         init(self, *args, **kwargs)
 
     __init__.__doc__ = init.__doc__
     __init__.__signature__ = inspect.signature(init)  # type: ignore[attr-defined]
     return __init__
-
-
-def _unknown_field_message(key: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(key, names, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return (
-        f"TrainingArguments got an unknown argument {key!r}.{hint} "
-        f"Valid arguments: {', '.join(names)}."
-    )
 
 
 TrainingArguments.__init__ = _check_unknown_arguments(TrainingArguments.__init__)  # type: ignore[method-assign]
@@ -302,7 +304,8 @@ def _normalise_steps(name: str, value: float | None) -> float | None:
     return value
 
 
-def _normalise_report_to(value: str | list[str] | None) -> str | list[str]:
+def normalise_report_to(value: str | list[str] | None) -> str | list[str]:
+    """``report_to`` as ``"all"``, ``"none"`` or a list of names (a comma-separated string split)."""
     if value is None:
         return "none"
     if isinstance(value, str):

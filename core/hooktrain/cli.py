@@ -106,7 +106,9 @@ def train(config_path: str, overrides: list[str]) -> None:
     # modules named in [run] are found in the working directory, as with `python -m`
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
-    config = load_config(config_path, overrides)
+    from hooktrain.args import TrainingArguments
+
+    config = load_config(config_path, overrides, TrainingArguments)
     model = build(config.run, "model")
     if model is None:
         from hooktrain.errors import ConfigError
@@ -155,7 +157,7 @@ def plugin_rows(config: str | None = None) -> list[dict[str, Any]]:
     if config is not None:
         import tomllib
 
-        from hooktrain.args import _normalise_report_to
+        from hooktrain.args import normalise_report_to
         from hooktrain.errors import ConfigError
 
         try:
@@ -165,7 +167,7 @@ def plugin_rows(config: str | None = None) -> list[dict[str, Any]]:
             raise ConfigError(f"Cannot read config file {config}: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{config} is not valid TOML: {exc}") from exc
-        report_to = _normalise_report_to(training.get("report_to", "all"))
+        report_to = normalise_report_to(training.get("report_to", "all"))
         blocked = training.get("disable_plugins", [])
         if isinstance(blocked, str):
             blocked = [name.strip() for name in blocked.split(",") if name.strip()]

@@ -27,12 +27,14 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hooktrain.args import TrainingArguments, _unknown_field_message
 from hooktrain.errors import ConfigError
 from hooktrain.plugin_host import discovery
 from hooktrain.plugin_host import settings as plugin_settings
+
+if TYPE_CHECKING:
+    from hooktrain.args import TrainingArguments
 
 TABLES = ("training", "plugins", "run")
 RUN_KEYS = (
@@ -50,8 +52,13 @@ class RunConfig:
     path: Path | None = None
 
 
-def load_config(path: str | os.PathLike[str], overrides: list[str], **arguments: Any) -> RunConfig:
-    """Read ``path``, apply ``overrides`` on top and ``arguments`` beneath; validate everything."""
+def load_config(path: str | os.PathLike[str], overrides: list[str],
+                arguments_class: type[TrainingArguments], **arguments: Any) -> RunConfig:
+    """Read ``path``, apply ``overrides`` on top and ``arguments`` beneath; validate everything.
+
+    ``arguments_class`` is ``TrainingArguments`` or a subclass: the ``[training]`` table is
+    checked against its fields and builds it.
+    """
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -75,8 +82,8 @@ def load_config(path: str | os.PathLike[str], overrides: list[str], **arguments:
         _set(data, dotted, value)
 
     training = dict(data.get("training", {}))
-    _check_training_keys(path, training)
-    hints = typing.get_type_hints(TrainingArguments)
+    _check_training_keys(path, training, arguments_class)
+    hints = typing.get_type_hints(arguments_class)
     for key, value in training.items():
         training[key] = plugin_settings.coerce(value, hints[key], f"{path}: [training] {key}")
 
@@ -86,7 +93,7 @@ def load_config(path: str | os.PathLike[str], overrides: list[str], **arguments:
             raise ConfigError(f"{path}: [plugins.{name}] must be a table of settings.")
         tables.setdefault(name, {}).update(table)
     disabled = list(training.get("disable_plugins", arguments.get("disable_plugins", [])))
-    check_plugin_tables(tables, disabled)
+    discovery.check_plugin_tables(tables, disabled)
 
     run = dict(data.get("run", {}))
     for key in run:
@@ -98,7 +105,7 @@ def load_config(path: str | os.PathLike[str], overrides: list[str], **arguments:
                               "'module:attribute'.")
     if "resume_from_checkpoint" in run:
         run["resume_from_checkpoint"] = resume_value(run["resume_from_checkpoint"], path)
-    args = TrainingArguments(**{**arguments, **training, "plugin_settings": tables})
+    args = arguments_class(**{**arguments, **training, "plugin_settings": tables})
     return RunConfig(args, run, path)
 
 
@@ -149,33 +156,12 @@ def _set(data: dict[str, Any], dotted: str, value: str) -> None:
     node[parts[-1]] = value
 
 
-def _check_training_keys(path: Path, training: dict[str, Any]) -> None:
-    names = TrainingArguments.field_names()
+def _check_training_keys(path: Path, training: dict[str, Any],
+                         arguments_class: type[TrainingArguments]) -> None:
+    names = arguments_class.field_names()
     for key in training:
         if key not in names or key == "plugin_settings":
-            raise ConfigError(f"{path}: [training] " + _unknown_field_message(key, names))
-
-
-def check_plugin_tables(tables: dict[str, dict[str, Any]], disabled: list[str]) -> None:
-    """Each table must name an installed plugin and only keys its settings declare.
-
-    A disabled plugin's table is left unchecked: checking means importing, and disabling
-    happens before import.
-    """
-    if not tables:
-        return
-    installed = discovery.installed_plugins()
-    blocked = set(disabled) | set(discovery.env_disabled())
-    for name, table in tables.items():
-        if name in blocked:
-            continue
-        if name not in installed:
-            raise ConfigError(
-                f"Settings given for plugin {name!r}, which is not installed. Installed "
-                f"plugins: {', '.join(installed) or 'none'}."
-            )
-        obj = discovery.load(installed[name], explicit=True)
-        plugin_settings.check_keys(name, plugin_settings.settings_class(obj), table)
+            raise ConfigError(f"{path}: [training] " + arguments_class.unknown_field_message(key))
 
 
 def import_object(spec: str, what: str) -> Any:

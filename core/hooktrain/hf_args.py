@@ -286,10 +286,11 @@ def _warn_legacy(name: str, reason: str) -> None:
                       FutureWarning, stacklevel=6)
 
 
-def markdown_table() -> str:
-    """The page ``docs/hf-training-arguments.md``: every HF field and what it does here."""
-    from hooktrain.args import TrainingArguments
+def markdown_table(arguments_class: type) -> str:
+    """The page ``docs/hf-training-arguments.md``: every HF field and what it does here.
 
+    ``arguments_class`` is :class:`hooktrain.TrainingArguments` (which builds on this module).
+    """
     lines = [
         "# transformers' TrainingArguments in hooktrain",
         "",
@@ -300,14 +301,16 @@ def markdown_table() -> str:
         "| field | default | status | here |",
         "|---|---|---|---|",
     ]
-    defaults = TrainingArguments()
+    defaults = arguments_class()
     for name, (status, reason) in FIELD_STATUS.items():
         default = getattr(defaults, name)
         lines.append(f"| `{name}` | `{default!r}` | {status} | {reason} |")
-    core = [n for n in TrainingArguments.field_names() if n not in FIELD_STATUS]
+    core = [n for n in arguments_class.field_names() if n not in FIELD_STATUS]
     lines += ["", "Implemented in the core loop: " + ", ".join(f"`{n}`" for n in core) + ".", ""]
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    print(markdown_table(), end="")
+    from hooktrain.args import TrainingArguments
+
+    print(markdown_table(TrainingArguments), end="")

@@ -196,6 +196,11 @@ class TrainingRun:
         """The one plugin of class ``kind`` (a class or a class name); see :func:`find_plugin`."""
         return find_plugin(self.trainer, kind)
 
+    @property
+    def faults(self) -> list[Any]:
+        """The plugins that failed during the run (``trainer.plugin_faults``)."""
+        return self.trainer.plugin_faults
+
 
 def run_training(
     output_dir: str | Path,

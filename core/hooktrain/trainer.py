@@ -24,7 +24,7 @@ import torch
 from hooktrain.args import TrainingArguments
 from hooktrain.callbacks import DefaultFlowCallback, PrinterCallback, ProgressCallback
 from hooktrain.data import default_collate
-from hooktrain.errors import ConfigError, PluginError
+from hooktrain.errors import ConfigError
 from hooktrain import distributed
 from hooktrain.evaluation import EvaluationMixin
 from hooktrain.iterable import has_length
@@ -41,7 +41,6 @@ from hooktrain.plugin_host import (
     HooktrainPluginManager,
     PluginFault,
 )
-from hooktrain.plugin_host import discovery
 from hooktrain.resume import CheckpointMixin
 from hooktrain.trainer_state import TrainerControl, TrainerState
 
@@ -145,7 +144,8 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, DataLoadersMi
         self.add_callback(DefaultFlowCallback)
         for callback in callbacks or []:
             self.add_callback(callback)
-        self._load_entry_point_plugins()
+        self.plugin_manager.load_entrypoint_plugins(
+            self.args.report_to, self.args.disable_plugins, self.args.plugin_settings)
         self.add_callback(PrinterCallback if self.args.disable_tqdm else ProgressCallback)
         self._autocast = self._make_autocast()
         self._scaler = torch.amp.GradScaler(self.device.type) if self.args.fp16 else None
@@ -177,6 +177,11 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, DataLoadersMi
         """Every plugin object, in dispatch order."""
         return self.callback_handler.callbacks
 
+    @property
+    def plugin_faults(self) -> list[PluginFault]:
+        """Each plugin that failed to load or was switched off after raising, in order."""
+        return list(self.plugin_manager.faults)
+
     def add_callback(self, callback: Any) -> None:
         """Add a plugin: a class (instantiated with no arguments) or an instance (HF semantics)."""
         self.callback_handler.add_callback(callback)
@@ -188,40 +193,6 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, DataLoadersMi
     def remove_callback(self, callback: Any) -> None:
         """Remove a plugin; an instance that is not registered raises ``ValueError`` (as HF)."""
         self.callback_handler.remove_callback(callback)
-
-    def _load_entry_point_plugins(self) -> None:
-        from hooktrain.config import check_plugin_tables
-
-        tables = self.args.plugin_settings
-        check_plugin_tables(tables, self.args.disable_plugins)
-        selection = discovery.select(self.args.report_to, self.args.disable_plugins)
-        for installed in selection.selected:
-            obj = discovery.load(installed, explicit=selection.explicit)
-            if obj is None:  # broken under "all": warned already; listed in the summary too
-                self.callback_handler.faults.append(
-                    PluginFault(installed.label, "import", "failed to import (see the warning)")
-                )
-                continue
-            table = dict(tables.get(installed.name, {}))
-            nonblocking = table.pop("nonblocking", None)
-            plugin = discovery.instantiate(obj, installed.name, table)
-            try:
-                self.plugin_manager.register_plugin(
-                    plugin, band=Band.ENTRY_POINT, name=installed.name, isolated=True,
-                    all_ranks=bool(getattr(plugin, "hooktrain_all_ranks", False)),
-                    distribution=f"{installed.distribution} {installed.version}",
-                    nonblocking=None if nonblocking is None else bool(nonblocking),
-                )
-            except PluginError as exc:  # a bad hook name in a third-party wheel
-                if selection.explicit:
-                    raise
-                # under "all" one bad wheel must not stop every run: skip it, as a broken import
-                logger.warning("Skipping plugin %r from distribution %s %s: %s The run goes on "
-                               "without it; disable it with disable_plugins=[%r].",
-                               installed.name, installed.distribution, installed.version, exc,
-                               installed.name)
-                self.callback_handler.faults.append(
-                    PluginFault(installed.label, "register", str(exc)))
 
     # ---- the error funnel ----------------------------------------------------------------
 

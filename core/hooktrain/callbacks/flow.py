@@ -16,6 +16,9 @@ class DefaultFlowCallback(TrainerCallback):
     it never forces a final log (the summary log covers it).
     """
 
+    #: The order band the plugin manager puts it in (docs/architecture.md, "Order").
+    hooktrain_band = "flow"
+
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         step = state.global_step
         if step == 1 and args.logging_first_step:

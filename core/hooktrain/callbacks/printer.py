@@ -14,6 +14,9 @@ class PrinterCallback(TrainerCallback):
     copy, so neither ``train()``'s metrics nor any other plugin lose the key (HF loses it).
     """
 
+    #: The order band the plugin manager puts it in (docs/architecture.md, "Order").
+    hooktrain_band = "reporter"
+
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
         logs = logs if logs is not None else {}
         logs.pop("total_flos", None)

@@ -15,6 +15,9 @@ class ProgressCallback(TrainerCallback):
             Defaults to `100`.
     """
 
+    #: The order band the plugin manager puts it in (docs/architecture.md, "Order").
+    hooktrain_band = "reporter"
+
     def __init__(self, max_str_len: int = 100) -> None:
         self.max_str_len = max_str_len
         self.training_bar: Any = None

@@ -1,6 +1,6 @@
 """The plugin machinery: manager, dispatcher, TrainerCallback bridge, entry-point discovery."""
 
-from hooktrain.plugin_host.dispatch import HookDispatcher, PluginFault
-from hooktrain.plugin_host.manager import Band, HooktrainPluginManager, PluginRecord
+from hooktrain.plugin_host.dispatch import HookDispatcher
+from hooktrain.plugin_host.manager import Band, HooktrainPluginManager, PluginFault, PluginRecord
 
 __all__ = ["Band", "HookDispatcher", "HooktrainPluginManager", "PluginFault", "PluginRecord"]

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from hooktrain.errors import PluginError
+from hooktrain.errors import ConfigError, PluginError
+from hooktrain.markers import attribute, is_hookimpl
+from hooktrain.plugin_host import settings
 
 logger = logging.getLogger("hooktrain")
 
@@ -164,8 +166,6 @@ def instantiate(obj: Any, name: str, table: dict[str, Any]) -> Any:
     A class with a ``settings`` dataclass gets ``cls(settings=...)`` resolved from ``table``
     and the environment; any other class ``cls()``. A module or instance is used as it is.
     """
-    from hooktrain.plugin_host import settings
-
     declared = settings.settings_class(obj)
     if not isinstance(obj, type):
         settings.check_keys(name, declared, table)
@@ -178,8 +178,6 @@ def instantiate(obj: Any, name: str, table: dict[str, Any]) -> Any:
 
 def hook_names(obj: Any) -> list[str]:
     """The hooks an entry point's object implements (marked with ``@hookimpl``)."""
-    from hooktrain.plugin_host.manager import attribute, is_hookimpl
-
     names = []
     for attr in dir(obj):
         if is_hookimpl(attribute(obj, attr)):
@@ -192,3 +190,26 @@ def unknown_hooks(names: list[str]) -> list[str]:
     from hooktrain.events import EVENT_NAMES
 
     return [name for name in names if name not in EVENT_NAMES]
+
+
+def check_plugin_tables(tables: dict[str, dict[str, Any]], disabled: list[str]) -> None:
+    """Each ``[plugins.<name>]`` table must name an installed plugin and only keys its settings
+    declare.
+
+    A disabled plugin's table is left unchecked: checking means importing, and disabling
+    happens before import.
+    """
+    if not tables:
+        return
+    installed = installed_plugins()
+    blocked = set(disabled) | set(env_disabled())
+    for name, table in tables.items():
+        if name in blocked:
+            continue
+        if name not in installed:
+            raise ConfigError(
+                f"Settings given for plugin {name!r}, which is not installed. Installed "
+                f"plugins: {', '.join(installed) or 'none'}."
+            )
+        obj = load(installed[name], explicit=True)
+        settings.check_keys(name, settings.settings_class(obj), table)

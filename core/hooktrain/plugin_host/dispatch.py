@@ -11,7 +11,7 @@ of :meth:`HooktrainPluginManager.ordered_impls`:
   the loop (HF's chain).
 * ``logs`` / ``metrics`` are copied per implementation, so no plugin sees another's edits.
 * An isolated (entry-point) plugin that raises is reported once with its traceback, switched off
-  and listed in :attr:`faults`; with ``plugin_errors="raise"``, or for a user callback, the error
+  and listed in the manager's ``faults`` (``trainer.plugin_faults``); with ``plugin_errors="raise"``, or for a user callback, the error
   propagates with a note naming the plugin and hook.
 * Plugins that do not run on every rank are left out of the tables on other ranks; on rank zero,
   in a run of several processes, a change they make to ``control`` is undone with a warning
@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from hooktrain.errors import PluginError
@@ -37,22 +36,13 @@ from hooktrain.events import COMMON_ARGS, COPIED_ARGS, EXTRA_ARGS, argument_gett
 from hooktrain.plugin_host.background import BackgroundWorker
 from hooktrain.plugin_host.watchdog import CallWatch, watch
 from hooktrain.plugin_host.hf_handler import CallbackHandlerSurface, accepts_hf_call
-from hooktrain.plugin_host.manager import HooktrainPluginManager, PluginRecord
+from hooktrain.plugin_host.manager import HooktrainPluginManager, PluginFault, PluginRecord
 from hooktrain.plugin_host.steering import SteeringGuard
 from hooktrain.trainer_state import TrainerControl
 
 logger = logging.getLogger("hooktrain")
 
 _Impl = tuple[PluginRecord, Callable[..., Any], Callable[[dict[str, Any]], tuple[Any, ...]]]
-
-
-@dataclass
-class PluginFault:
-    """A plugin switched off after raising: listed in the end-of-training summary."""
-
-    plugin: str
-    hook: str
-    error: str
 
 
 class HookDispatcher(CallbackHandlerSurface, SteeringGuard):
@@ -66,7 +56,6 @@ class HookDispatcher(CallbackHandlerSurface, SteeringGuard):
         self.is_world_process_zero = True
         self.world_size = 1
         self._warned_steering: set[tuple[str, str]] = set()
-        self.faults: list[PluginFault] = []
         self.kwargs: dict[str, Any] = dict.fromkeys(COMMON_ARGS)
         self.kwargs["control"] = TrainerControl()
         self._tables: dict[str, tuple[_Impl, ...]] = {}
@@ -237,7 +226,7 @@ class HookDispatcher(CallbackHandlerSurface, SteeringGuard):
             "behind. Fix or disable the plugin, or raise plugin_timeout if it is merely slow.",
             record.label, what, self.plugin_timeout, ", ".join(pending) or "none",
         )
-        self.faults.append(PluginFault(record.label, pending[0] if pending else "drain",
+        self.manager.faults.append(PluginFault(record.label, pending[0] if pending else "drain",
                                        f"timed out after {self.plugin_timeout:g} s"))
         self.manager.disable_plugin(record, f"timed out after {self.plugin_timeout:g} s")
 
@@ -304,7 +293,7 @@ class HookDispatcher(CallbackHandlerSurface, SteeringGuard):
             "plugin_errors='raise' to make this fatal.",
             record.label, hook, record.name, exc_info=exc,
         )
-        self.faults.append(PluginFault(record.label, hook, f"{type(exc).__name__}: {exc}"))
+        self.manager.faults.append(PluginFault(record.label, hook, f"{type(exc).__name__}: {exc}"))
         self.manager.disable_plugin(record, f"raised {type(exc).__name__} in {hook}")
 
     def _handle_background_errors(self, raising: bool) -> None:
@@ -351,9 +340,9 @@ class HookDispatcher(CallbackHandlerSurface, SteeringGuard):
 
     def summary(self) -> str | None:
         """One line per plugin switched off during the run, or ``None``."""
-        if not self.faults:
+        if not self.manager.faults:
             return None
-        lines = [f"  {f.plugin}: {f.error} (in {f.hook})" for f in self.faults]
+        lines = [f"  {f.plugin}: {f.error} (in {f.hook})" for f in self.manager.faults]
         return "Plugins switched off after an error during this run:\n" + "\n".join(lines)
 
 

@@ -28,7 +28,8 @@ from hooktrain import hookspecs
 from hooktrain.trainer_callback import is_trainer_callback
 from hooktrain.errors import HookNameError, PluginError
 from hooktrain.events import EVENT_NAMES
-from hooktrain.markers import PROJECT_NAME
+from hooktrain.markers import PROJECT_NAME, attribute, is_hookimpl
+from hooktrain.plugin_host import discovery
 from hooktrain.plugin_host.bridge import TrainerCallbackBridge, unknown_hook_message
 
 logger = logging.getLogger("hooktrain")
@@ -72,6 +73,15 @@ class PluginRecord:
         return self.name
 
 
+@dataclass
+class PluginFault:
+    """A plugin switched off after raising, or one that could not be loaded."""
+
+    plugin: str
+    hook: str
+    error: str
+
+
 class HooktrainPluginManager(pluggy.PluginManager):
     """The one plugin manager of a :class:`~hooktrain.Trainer` (see the module docstring)."""
 
@@ -81,6 +91,9 @@ class HooktrainPluginManager(pluggy.PluginManager):
         self._records: dict[str, PluginRecord] = {}
         self._ordinals = itertools.count()
         self._listeners: list[Callable[[], None]] = []
+        #: Every plugin that failed: at import, at registration or in a hook (the dispatcher
+        #: records those). Read it as ``trainer.plugin_faults``.
+        self.faults: list[PluginFault] = []
 
     # ---- registration --------------------------------------------------------------------
 
@@ -129,6 +142,46 @@ class HooktrainPluginManager(pluggy.PluginManager):
             raise
         self._changed()
         return record
+
+    def load_entrypoint_plugins(
+        self, report_to: str | list[str], disable_plugins: list[str],
+        tables: dict[str, dict[str, Any]],
+    ) -> None:
+        """Import, build and register the installed plugins ``report_to`` selects.
+
+        pluggy's ``load_setuptools_entrypoints`` with hooktrain's rules (docs/plugins.md,
+        "Selecting plugins"): a disabled plugin is never imported; each plugin class is built
+        with its ``[plugins.<name>]`` table; under ``"all"`` a plugin that fails to import or to
+        register is skipped with a warning and recorded in :attr:`faults`, while one named in
+        ``report_to`` is an error.
+        """
+        discovery.check_plugin_tables(tables, disable_plugins)
+        selection = discovery.select(report_to, disable_plugins)
+        for installed in selection.selected:
+            obj = discovery.load(installed, explicit=selection.explicit)
+            if obj is None:  # broken under "all": warned already; listed in the summary too
+                self.faults.append(
+                    PluginFault(installed.label, "import", "failed to import (see the warning)"))
+                continue
+            table = dict(tables.get(installed.name, {}))
+            nonblocking = table.pop("nonblocking", None)
+            plugin = discovery.instantiate(obj, installed.name, table)
+            try:
+                self.register_plugin(
+                    plugin, band=Band.ENTRY_POINT, name=installed.name, isolated=True,
+                    all_ranks=bool(getattr(plugin, "hooktrain_all_ranks", False)),
+                    distribution=f"{installed.distribution} {installed.version}",
+                    nonblocking=None if nonblocking is None else bool(nonblocking),
+                )
+            except PluginError as exc:  # a bad hook name in a third-party wheel
+                if selection.explicit:
+                    raise
+                # under "all" one bad wheel must not stop every run: skip it, as a broken import
+                logger.warning("Skipping plugin %r from distribution %s %s: %s The run goes on "
+                               "without it; disable it with disable_plugins=[%r].",
+                               installed.name, installed.distribution, installed.version, exc,
+                               installed.name)
+                self.faults.append(PluginFault(installed.label, "register", str(exc)))
 
     def unregister_plugin(self, record: PluginRecord) -> None:
         self.unregister(name=record.name)
@@ -195,31 +248,10 @@ class _SecondRegistration:
                 setattr(self, attr, value)
 
 
-def attribute(obj: object, name: str) -> Any:
-    """``getattr(obj, name, None)`` that survives attributes whose access raises anything.
-
-    Plugins may hold library objects (flytekit's context raises ``AssertionError`` for a
-    missing attribute); inspecting them must not break registration.
-    """
-    try:
-        return getattr(obj, name, None)
-    except Exception:  # noqa: BLE001 - any failure just means "not a hook"
-        return None
-
-
-def is_hookimpl(value: object) -> bool:
-    """Whether ``value`` carries the ``@hookimpl`` marker (safely, as :func:`attribute`)."""
-    return attribute(value, f"{PROJECT_NAME}_impl") is not None
-
-
 def default_band(plugin: object) -> Band:
-    from hooktrain.callbacks import DefaultFlowCallback, PrinterCallback, ProgressCallback
-
-    if isinstance(plugin, DefaultFlowCallback):
-        return Band.FLOW
-    if isinstance(plugin, (ProgressCallback, PrinterCallback)):
-        return Band.REPORTER
-    return Band.USER
+    """``USER``, unless the plugin declares its band (the built-in flow and reporter callbacks)."""
+    declared = attribute(plugin, "hooktrain_band")
+    return Band[declared.upper()] if isinstance(declared, str) else Band.USER
 
 
 def _describe(plugin: object) -> str:

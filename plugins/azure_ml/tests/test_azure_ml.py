@@ -133,7 +133,7 @@ def test_every_value_at_every_step_and_the_run_config(capsys, caplog) -> None:
     assert plugin.run.id.startswith("OfflineRun_") and got.flushed == [plugin.run.id]
     assert got.failed == [] and got.uploads == []
     assert offline_said(caplog) == 1
-    assert run.trainer.callback_handler.faults == []
+    assert run.faults == []
 
 
 def test_rewrite_keys_false_keeps_hfs_azureml_callback_names(capsys) -> None:
@@ -232,7 +232,7 @@ def test_allow_offline_false_switches_the_plugin_off_with_one_warning(capsys, ca
     run = run_training(output_dir="out", report_to=["azure_ml"], eval_strategy="steps",
                        eval_steps=2, plugin_settings={"azure_ml": {"allow_offline": False}})
     assert "Attempted" not in capsys.readouterr().out
-    assert run.output.global_step == 8 and run.trainer.callback_handler.faults == []
+    assert run.output.global_step == 8 and run.faults == []
     warnings = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if "azure_ml" in r.getMessage()]
     assert len(warnings) == 1 and "allow_offline is false" in warnings[0]
     assert run.plugin("AzureMLPlugin").state_dict() == {}
@@ -310,7 +310,7 @@ def test_a_broken_stdout_mid_run_is_isolated(monkeypatch, caplog) -> None:
         with contextlib.suppress(BrokenPipeError):
             broken.close()
     assert output.global_step == 8
-    faults = trainer.callback_handler.faults
+    faults = trainer.plugin_faults
     assert [(f.plugin.split()[0], f.hook) for f in faults] == [("azure_ml", "on_log")]
     assert "BrokenPipeError" in faults[0].error
     assert sum("azure_ml" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 1

@@ -112,7 +112,7 @@ def test_a_failing_backend_mid_run_is_isolated(tmp_path: Path, caplog, monkeypat
                        save_strategy="steps", save_steps=4,
                        plugin_settings={"clearml": {"log_model": True}})
     assert run.output.global_step == 8
-    faults = run.trainer.callback_handler.faults
+    faults = run.faults
     assert [(f.plugin.split()[0], f.hook) for f in faults] == [("clearml", "on_save")]
     assert sum("clearml" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 1
     session = session_of(run)
@@ -170,7 +170,7 @@ def test_an_unreachable_server_switches_the_plugin_off_in_seconds(monkeypatch, s
             silent.close()
         Task.set_offline(True)
     assert run.output.global_step == 8
-    (fault,) = run.trainer.callback_handler.faults
+    (fault,) = run.faults
     assert (fault.plugin.split()[0], fault.hook) == ("clearml", "on_train_begin")
     assert f"127.0.0.1:{port} did not answer within 1 s" in fault.error
     assert elapsed < 20
@@ -181,7 +181,7 @@ def test_online_without_credentials_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.setenv("CLEARML_OFFLINE_MODE", "0")
     run = run_training(output_dir="out", report_to=["clearml"])
     assert run.output.global_step == 8
-    (fault,) = run.trainer.callback_handler.faults
+    (fault,) = run.faults
     assert fault.hook == "on_train_begin" and "no ClearML credentials" in fault.error
 
 
@@ -191,6 +191,6 @@ def test_a_stub_task_from_clearml_is_a_clear_error(monkeypatch) -> None:
     run = run_training(output_dir="out", report_to=["clearml"], save_strategy="steps",
                        save_steps=4)
     assert run.output.global_step == 8, "checkpoints (with the plugin's state) still save"
-    (fault,) = run.trainer.callback_handler.faults
+    (fault,) = run.faults
     assert fault.hook == "on_train_begin" and "CLEARML_PROC_MASTER_ID" in fault.error
     assert run.plugin("ClearMLPlugin").state_dict() == {"task_id": None}

@@ -73,7 +73,7 @@ def test_one_row_per_run_in_the_configured_country(tmp_path: Path, caplog) -> No
     assert plugin.emissions == {k: summary[k] for k in totals}
     assert plugin.emissions_data.run_id == row["run_id"]
     assert plugin.tracker is None
-    assert run.trainer.callback_handler.faults == []
+    assert run.faults == []
     assert not any("world-average" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain"))
     assert any(r.getMessage().startswith("codecarbon: ") and "kWh" in r.getMessage()
                for r in caplog.records if r.name.startswith("hooktrain"))
@@ -250,7 +250,7 @@ def test_a_failing_backend_mid_run_is_isolated(tmp_path: Path, caplog) -> None:
     run = run_training(output_dir="out", report_to=["codecarbon"], plugins=[BreakOutput()],
                        plugin_settings={"codecarbon": {"country_iso_code": "USA"}})
     assert run.output.global_step == 8
-    faults = run.trainer.callback_handler.faults
+    faults = run.faults
     assert [(f.plugin.split()[0], f.hook) for f in faults] == [("codecarbon", "on_pre_log")]
     assert "stopped without recording emissions" in faults[0].error
     assert sum("codecarbon" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 1
@@ -264,6 +264,6 @@ def test_an_unusable_output_directory_switches_the_plugin_off(tmp_path: Path) ->
     run = run_training(output_dir="out", report_to=["codecarbon"],
                        plugin_settings={"codecarbon": {"output_dir": "taken"}})
     assert run.output.global_step == 8
-    faults = run.trainer.callback_handler.faults
+    faults = run.faults
     assert [(f.plugin.split()[0], f.hook) for f in faults] == [("codecarbon", "on_init_end")]
     assert run.plugin("CodeCarbonPlugin").tracker is None

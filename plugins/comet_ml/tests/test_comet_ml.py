@@ -43,7 +43,7 @@ def only_archive(directory: Path = ARCHIVES) -> Archive:
 
 
 def faults(run) -> list[tuple[str, str]]:
-    return [(f.plugin.split()[0], f.hook) for f in run.trainer.callback_handler.faults]
+    return [(f.plugin.split()[0], f.hook) for f in run.faults]
 
 
 def test_every_metric_at_every_step_equals_the_log_history(network_attempts, caplog) -> None:
@@ -259,7 +259,7 @@ def test_a_lost_archive_is_reported_not_silent() -> None:
     run = run_training(output_dir="out", report_to=["comet_ml"], plugins=[Wipe()])
     assert run.output.global_step == 8
     assert faults(run) == [("comet_ml", "on_train_end")]
-    assert "archive" in run.trainer.callback_handler.faults[0].error
+    assert "archive" in run.faults[0].error
 
 
 def test_an_unusable_offline_directory_switches_the_plugin_off(tmp_path: Path) -> None:

@@ -123,7 +123,7 @@ def test_without_credentials_only_the_files_are_written_and_it_says_so_once(
                        plugin_settings=repo_settings(dagshub))
 
     assert dagshub.requests == [], "nothing may reach DagsHub, nor start its OAuth login"
-    assert run.trainer.callback_handler.faults == []
+    assert run.faults == []
     notes = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")]
     assert len(notes) == 1 and "no DagsHub token" in notes[0] and "metrics.csv" in notes[0]
     assert metrics_csv(tmp_path / "out" / "metrics.csv") == history_by_metric(
@@ -179,7 +179,7 @@ def test_an_unreachable_dagshub_is_isolated_and_costs_seconds(dagshub: DagsHubSt
     elapsed = time.monotonic() - start
 
     assert run.output.global_step == 8
-    faults = run.trainer.callback_handler.faults
+    faults = run.faults
     assert [(f.plugin.split()[0], f.hook) for f in faults] == [("dagshub", "on_train_begin")]
     assert elapsed < 30, f"an unreachable DagsHub cost {elapsed:.0f} s"
 

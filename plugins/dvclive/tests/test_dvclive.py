@@ -184,7 +184,7 @@ def test_log_model_outside_a_dvc_repository_is_skipped_with_dvclives_warning(
     caplog.set_level(logging.WARNING)
     run = run_training(output_dir="out", report_to=["dvclive"],
                        plugin_settings={"dvclive": {"log_model": True}})
-    assert run.trainer.callback_handler.faults == []
+    assert run.faults == []
     assert any("A DVC repo is required to log artifacts" in r.getMessage() for r in caplog.records)
     assert read_dir(tmp_path / "out" / "dvclive")["plots"]["train/loss"]
 
@@ -311,7 +311,7 @@ def test_a_failing_backend_mid_run_is_isolated(tmp_path: Path, caplog) -> None:
     caplog.set_level(logging.ERROR, logger="hooktrain")
     run = run_training(output_dir="out", report_to=["dvclive"], plugins=[BreakPlots()])
     assert run.output.global_step == 8
-    faults = run.trainer.callback_handler.faults
+    faults = run.faults
     assert [(f.plugin.split()[0], f.hook) for f in faults] == [("dvclive", "on_log")]
     assert sum("dvclive" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 1
     assert json.loads((tmp_path / "out" / "dvclive" / "metrics.json").read_text())["step"] == 4
@@ -325,6 +325,6 @@ def test_a_git_repository_without_a_commit_switches_the_plugin_off(tmp_path: Pat
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     run = run_training(output_dir="out", report_to=["dvclive"])
     assert run.output.global_step == 8
-    faults = run.trainer.callback_handler.faults
+    faults = run.faults
     assert [(f.plugin.split()[0], f.hook) for f in faults] == [("dvclive", "on_train_begin")]
     assert "Empty git repo" in faults[0].error

@@ -39,7 +39,7 @@ def test_log_history_deck_and_checkpoints_inside_a_task(tmp_path, attempt, flyte
     run, decks = in_task(body)
     history = run.trainer.state.log_history
     assert run.plugin(FlytePlugin).in_task
-    assert run.trainer.callback_handler.faults == []
+    assert run.faults == []
 
     # the deck's table is log_history, every value in full, in order
     rows = read_table(decks[LOG_HISTORY_DECK])

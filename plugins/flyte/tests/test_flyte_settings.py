@@ -42,7 +42,7 @@ def test_outside_a_task_one_message_and_training_unaffected(tmp_path, caplog) ->
     assert "not inside a Flyte task" in messages[0].getMessage()
     for run in runs:
         assert not run.plugin(FlytePlugin).in_task
-        assert run.trainer.callback_handler.faults == []
+        assert run.faults == []
         assert run.trainer.state.log_history[:-1] == plain.trainer.state.log_history[:-1]
         assert files(tmp_path / "run0" / "checkpoint-8")["model.safetensors"] == files(
             tmp_path / "plain" / "checkpoint-8")["model.safetensors"]
@@ -117,7 +117,7 @@ def test_a_task_without_a_checkpoint_location_still_gets_its_deck(tmp_path, monk
     monkeypatch.setattr(ExecutionParameters, "with_task_sandbox", without_checkpoint)
     caplog.set_level(logging.WARNING, logger="hooktrain")
     run, decks = in_task(lambda: run_training(output_dir=tmp_path / "out", **SAVING))
-    assert run.trainer.callback_handler.faults == []
+    assert run.faults == []
     assert [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if "flyte" in r.getMessage()] == [
         "flyte: this Flyte task has no checkpoint location (the platform gives none); "
         "checkpoints are not synced."]
@@ -156,7 +156,7 @@ def test_a_failing_checkpoint_location_is_isolated(tmp_path, attempt, caplog) ->
     run, decks = in_task(lambda: run_training(output_dir=tmp_path / "out",
                                               plugins=[BreakLocation()], **SAVING))
     assert run.output.global_step == 8
-    faults = run.trainer.callback_handler.faults
+    faults = run.faults
     assert [(f.plugin.split()[0], f.hook) for f in faults] == [("flyte", "on_save")]
     assert sum("flyte" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 1
     assert LOG_HISTORY_DECK not in decks  # switched off for the rest of the run

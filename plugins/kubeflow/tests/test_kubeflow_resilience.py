@@ -51,7 +51,7 @@ def test_a_server_that_is_down_does_not_slow_training(monkeypatch, pki, token_fi
     took, run = timed_train(plugins=[Pace(0.05)])
     assert took < baseline + 0.4 + 1.0, (took, baseline)
     assert run.output.global_step == 8
-    assert run.trainer.callback_handler.faults == []
+    assert run.faults == []
     assert run.plugin("KubeflowPlugin").wait(10)
     warnings = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "could not post the training status" in warnings[0]
@@ -64,7 +64,7 @@ def test_a_server_slower_than_the_timeout_costs_one_warning(
     configure(monkeypatch, server, pki, token_file)
     caplog.set_level(logging.INFO, logger="hooktrain")
     took, run = timed_train(plugin_settings={"kubeflow": {"interval": INTERVAL, "timeout": 0.3}})
-    assert took < 1.5 and run.trainer.callback_handler.faults == []
+    assert took < 1.5 and run.faults == []
     start = time.monotonic()
     assert run.plugin("KubeflowPlugin").wait(5)
     assert time.monotonic() - start < 2 * 0.3 + 1.0  # in flight, then the final one: both bounded
@@ -81,7 +81,7 @@ def test_a_server_error_is_retried_with_the_latest_status(
     caplog.set_level(logging.INFO, logger="hooktrain")
     run = train(plugins=[Pace(0.06)])
     assert run.plugin("KubeflowPlugin").wait(10)
-    assert run.trainer.callback_handler.faults == []
+    assert run.faults == []
     assert len(server.received) >= 3 and server.received[-1].status["progressPercentage"] == 100
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if "kubeflow" in r.getMessage()]
     assert sum("HTTP 503" in m for m in messages) == 1
@@ -93,7 +93,7 @@ def test_a_server_error_is_retried_with_the_latest_status(
 
 def assert_isolated(run, match: str) -> None:
     assert run.output.global_step == 8
-    faults = run.trainer.callback_handler.faults
+    faults = run.faults
     assert [f.plugin.split()[0] for f in faults] == ["kubeflow"], faults
     assert re.search(match, faults[0].error), faults[0].error
 
@@ -134,5 +134,5 @@ def test_a_missing_file_is_isolated_at_train_begin(missing, monkeypatch, pki, tm
     run = train()
     assert_isolated(run, f"cannot (read|load) the {'token file' if missing == 'token' else 'CA'}"
                          f".*missing.*{variable[missing]}")
-    assert run.trainer.callback_handler.faults[0].hook == "on_train_begin"
+    assert run.faults[0].hook == "on_train_begin"
     assert server.received == []

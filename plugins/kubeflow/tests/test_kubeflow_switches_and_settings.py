@@ -37,7 +37,7 @@ def test_no_url_switches_the_plugin_off_with_one_warning(caplog, token_file, mon
     train(output_dir="out2")
     warnings = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "KUBEFLOW_TRAINER_SERVER_URL" in warnings[0], warnings
-    assert run.trainer.callback_handler.faults == []
+    assert run.faults == []
     assert run.plugin("KubeflowPlugin").wait(0)
 
 

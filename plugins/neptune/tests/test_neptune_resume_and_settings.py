@@ -201,7 +201,7 @@ def test_a_failing_backend_mid_run_is_isolated(tmp_path: Path, init_calls, caplo
     caplog.set_level(logging.ERROR, logger="hooktrain")
     run = train(plugins=[StopTheRun()])
     assert run.output.global_step == 8
-    faults = run.trainer.callback_handler.faults
+    faults = run.faults
     assert [(f.plugin.split()[0], f.hook) for f in faults] == [("neptune", "on_log")]
     assert "InactiveRunException" in faults[0].error
     assert sum("neptune" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 1

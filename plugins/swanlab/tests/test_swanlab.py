@@ -146,7 +146,7 @@ def test_cloud_without_a_key_never_prompts_and_switches_the_plugin_off(monkeypat
     monkeypatch.setenv("SWANLAB_INTERACTIVE", "true")  # the plugin turns prompts off itself
     run = run_training(output_dir="out", report_to=["swanlab"])
     assert run.output.global_step == 8
-    faults = run.trainer.callback_handler.faults
+    faults = run.faults
     assert [(f.plugin.split()[0], f.hook) for f in faults] == [("swanlab", "on_train_begin")]
     assert "no API key" in faults[0].error
 
@@ -334,7 +334,7 @@ def test_a_run_closed_under_the_plugin_mid_run_is_isolated(tmp_path: Path, caplo
     caplog.set_level(logging.ERROR, logger="hooktrain")
     run = run_training(output_dir="out", report_to=["swanlab"], plugins=[CloseRun()])
     assert run.output.global_step == 8
-    faults = run.trainer.callback_handler.faults
+    faults = run.faults
     assert [(f.plugin.split()[0], f.hook) for f in faults] == [("swanlab", "on_log")]
     assert "requires an active Run" in faults[0].error
     assert sum("swanlab" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 1

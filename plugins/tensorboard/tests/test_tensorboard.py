@@ -133,7 +133,7 @@ def test_unwritable_directory_switches_the_plugin_off(tmp_path: Path, caplog) ->
                        plugin_settings={"tensorboard": {"log_dir": str(blocker / "tb")}})
 
     assert run.output.global_step == plain.output.global_step
-    faults = run.trainer.callback_handler.faults
+    faults = run.faults
     assert [(f.plugin.split()[0], f.hook) for f in faults] == [("tensorboard", "on_train_begin")]
     assert sum("tensorboard" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 1
 
@@ -145,7 +145,7 @@ DISK_FULL_SCRIPT = textwrap.dedent("""
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
     run = run_training(output_dir=sys.argv[1], report_to=["tensorboard"], train_size=400,
                        logging_steps=1, num_train_epochs=1)
-    print("FAULTS", [(f.plugin.split()[0], f.hook) for f in run.trainer.callback_handler.faults])
+    print("FAULTS", [(f.plugin.split()[0], f.hook) for f in run.faults])
     print("STEPS", run.output.global_step)
 """)
 

@@ -226,7 +226,7 @@ def test_a_dir_other_than_the_imported_trackios_switches_the_plugin_off(tmp_path
     run = run_training(output_dir="out", report_to=["trackio"],
                        plugin_settings={"trackio": {"dir": str(tmp_path / "elsewhere")}})
     assert run.output.global_step == 8
-    faults = run.trainer.callback_handler.faults
+    faults = run.faults
     assert [(f.plugin.split()[0], f.hook) for f in faults] == [("trackio", "on_train_begin")]
     assert "set TRACKIO_DIR before importing" in faults[0].error
     assert not (tmp_path / "elsewhere").exists() and str(trackio.TRACKIO_DIR) in faults[0].error
@@ -284,7 +284,7 @@ def test_a_hub_that_never_answers_costs_hub_timeout_not_a_hang(project: str, mon
         assert constants.HF_HUB_OFFLINE is False, "the offline switch is put back"
     finally:
         silent.close()
-    assert run.trainer.callback_handler.faults == []
+    assert run.faults == []
     assert sum("did not answer within 1 s" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 1
     identity = run.plugin("TrackioPlugin").identity
     assert rows(project, identity["id"]) == expected_rows(run.trainer.state.log_history)
@@ -308,7 +308,7 @@ def test_a_store_that_fails_mid_run_is_isolated(project: str, caplog) -> None:
         run = run_training(output_dir="out", report_to=["trackio"], plugins=[BreakStore()],
                            plugin_settings={"trackio": {"project": project}})
     assert run.output.global_step == 8
-    faults = run.trainer.callback_handler.faults
+    faults = run.faults
     assert [(f.plugin.split()[0], f.hook) for f in faults] == [("trackio", "on_train_end")]
     assert sum("trackio" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 1
 

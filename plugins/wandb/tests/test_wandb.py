@@ -68,7 +68,7 @@ def test_config_history_and_summary_match_the_run(tmp_path: Path, wandb_dir: Pat
     model.config = {"hidden": 8, "activation": "relu"}  # as an HF model's config would be
     run = run_training(output_dir=tmp_path / "out", report_to=["wandb"], model=model,
                        eval_strategy="steps", eval_steps=4, logging_steps=2)
-    assert run.trainer.callback_handler.faults == []
+    assert run.faults == []
     (segment,) = read_run(wandb_dir, run.plugin("WandbPlugin").run_id)
     history = run.trainer.state.log_history
 
@@ -286,7 +286,7 @@ SCRIPT = textwrap.dedent("""
         run = run_training(output_dir=Path(sys.argv[1], name), report_to=["wandb"],
                            plugins=list(plugins), plugin_settings={"wandb": settings})
         plugin = run.plugin("WandbPlugin")
-        faults = run.trainer.callback_handler.faults
+        faults = run.faults
         return {"faults": [(f.plugin.split()[0], f.hook, f.error) for f in faults],
                 "steps": run.output.global_step, "run_id": plugin.run_id}
 
