@@ -1,16 +1,20 @@
 """Plugin settings: a dataclass a plugin declares, filled from config, arguments and environment.
 
 A plugin declares its settings as a dataclass on its ``settings`` attribute; a field may name the
-environment variable it falls back to::
+environment variable it falls back to, and a ``Literal[...]`` annotation lists the values it
+accepts (checked wherever the value comes from, case-insensitively for strings)::
 
     @dataclass
     class MLflowSettings:
-        tracking_uri: str | None = field(default=None, metadata={"env": "MLFLOW_TRACKING_URI"})
+        tracking_uri: str | None = setting(None, env="MLFLOW_TRACKING_URI")
+        log_model: Literal["false", "end", "checkpoint"] = setting("false", env="WANDB_LOG_MODEL")
 
     class MLflowPlugin:
         settings = MLflowSettings
         def __init__(self, settings: MLflowSettings | None = None):
             self.config = settings or from_environment("mlflow", MLflowSettings)
+
+Plugin authors import these helpers from :mod:`hooktrain.plugin`.
 
 Precedence, highest first: command-line flag > TOML table > Python argument > environment >
 default (the first three arrive already merged in ``TrainingArguments.plugin_settings``).
@@ -32,6 +36,35 @@ T = TypeVar("T")
 
 #: Keys hooktrain itself reads from every ``[plugins.<name>]`` table.
 RESERVED_KEYS = ("nonblocking",)
+
+
+def setting(default: Any = dataclasses.MISSING, *, env: str | None = None,
+            default_factory: Any = dataclasses.MISSING) -> Any:
+    """A settings field: ``setting(120.0)``, or ``setting(None, env="MLFLOW_TRACKING_URI")`` for
+    one that falls back to an environment variable when the config does not set it."""
+    metadata = {"env": env} if env else {}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def parse_bool(value: Any, where: str = "value") -> bool:
+    """``True``/``False``, or a string ``1/true/yes/on`` / ``0/false/no/off`` (any case)."""
+    converted = _convert(value, bool)
+    if converted is _FAIL:
+        raise ConfigError(f"{where} must be true or false (1/0, yes/no, on/off), got {value!r}.")
+    return converted
+
+
+def validate(plugin_name: str, config: Any) -> Any:
+    """Check a settings object built in Python (``MLflowSettings(log_model="End")``) as the
+    config would: each ``Literal`` field holds one of its values (normalised to that spelling)."""
+    hints = typing.get_type_hints(type(config))
+    for spec in dataclasses.fields(config):
+        annotation = hints[spec.name]
+        value = getattr(config, spec.name)
+        if any(typing.get_origin(o) is typing.Literal for o in _options(annotation)):
+            setattr(config, spec.name,
+                    coerce(value, annotation, f"[plugins.{plugin_name}] {spec.name}"))
+    return config
 
 
 def settings_class(plugin: Any) -> type | None:
@@ -70,7 +103,7 @@ def resolve(plugin_name: str, cls: type, table: dict[str, Any]) -> Any:
         env = spec.metadata.get("env")
         if env and os.environ.get(env) not in (None, ""):
             values[spec.name] = coerce(os.environ[env], hints[spec.name], f"{where} (from ${env})")
-    return cls(**values)
+    return validate(plugin_name, cls(**values))
 
 
 def from_environment(plugin_name: str, cls: type[T]) -> T:
@@ -86,6 +119,13 @@ def from_environment(plugin_name: str, cls: type[T]) -> T:
     return resolve(plugin_name, cls, {})
 
 
+def choices_message(annotation: Any) -> str | None:
+    """``one of 'a', 'b'`` for a ``Literal`` annotation (or an optional one), else ``None``."""
+    values = [v for o in _options(annotation) if typing.get_origin(o) is typing.Literal
+              for v in typing.get_args(o)]
+    return "one of " + ", ".join(repr(v) for v in values) if values else None
+
+
 def coerce(value: Any, annotation: Any, where: str) -> Any:
     """Check ``value`` against ``annotation``; strings (CLI, environment) are parsed first."""
     options = _options(annotation)
@@ -95,7 +135,8 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
         converted = _convert(value, option)
         if converted is not _FAIL:
             return converted
-    names = " | ".join(getattr(o, "__name__", str(o)) for o in options)
+    names = choices_message(annotation) or " | ".join(
+        getattr(o, "__name__", str(o)) for o in options)
     raise ConfigError(f"{where} must be {names}, got {value!r} ({type(value).__name__}).")
 
 
@@ -115,6 +156,8 @@ def _convert(value: Any, option: Any) -> Any:
     origin = typing.get_origin(option) or option
     if option is Any:
         return value
+    if origin is typing.Literal:
+        return _choice(value, typing.get_args(option))
     if option is type(None):
         return None if isinstance(value, str) and value.lower() in ("none", "null") else _FAIL
     if origin is bool:
@@ -145,6 +188,20 @@ def _convert(value: Any, option: Any) -> Any:
             value = _toml_value(value)
         return dict(value) if isinstance(value, dict) else _FAIL
     return value if isinstance(value, origin) else _FAIL
+
+
+def _choice(value: Any, choices: tuple[Any, ...]) -> Any:
+    """The choice ``value`` names: itself, a string in another case, or a boolean spelled as
+    ``"true"``/``"false"`` when those are choices (a TOML ``log_model = false``)."""
+    if isinstance(value, bool):
+        value = str(value).lower()
+    for choice in choices:
+        if value == choice and type(value) is type(choice):
+            return choice
+        if isinstance(value, str) and isinstance(choice, str) \
+                and value.strip().lower() == choice.lower():
+            return choice
+    return _FAIL
 
 
 def _parse(value: Any, kind: type) -> Any:
