@@ -18,7 +18,7 @@ name = "hooktrain-{dist}"
 version = "0.1.0"
 description = "{title} plugin for hooktrain"
 readme = "README.md"
-requires-python = ">=3.10"
+requires-python = ">=3.11"
 dependencies = ["hooktrain"]
 
 [project.optional-dependencies]
@@ -36,47 +36,65 @@ _MODULE = '''\
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import uuid
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Literal
 
-from hooktrain import hookimpl
-from hooktrain.plugin_host.settings import from_environment
+from hooktrain.plugin import TrackerPlugin, hookimpl, setting
 
 
 @dataclass
 class {cls}Settings:
-    """Settings from the [plugins.{name}] table of a config file (env var as fallback)."""
+    """The [plugins.{name}] table of a config file; each field falls back to its env var."""
 
-    every_n_logs: int = field(default=1, metadata={{"env": "{env}_EVERY_N_LOGS"}})
+    #: Keep every n-th log.
+    every_n_logs: int = setting(1, env="{env}_EVERY_N_LOGS")
+    #: Which logs to keep; any other value is an error naming these two.
+    keep: Literal["all", "eval"] = setting("all", env="{env}_KEEP")
 
 
-class {cls}:
-    """Collects every logged value; replace the body with calls to your backend."""
+class {cls}(TrackerPlugin):
+    """Records every logged value in memory; replace the bodies with calls to your backend.
 
+    TrackerPlugin opens the run when training starts (on resume, the run whose id the
+    checkpoint saved), finishes it as a success or a failure, and closes it as failed when
+    one of this plugin's hooks raises: hooktrain then switches the plugin off, training goes on.
+    """
+
+    plugin_name = "{name}"
     settings = {cls}Settings
 
     def __init__(self, settings: {cls}Settings | None = None) -> None:
-        # built by hand (not from a config file): the environment variables still apply
-        self.config = settings or from_environment("{name}", {cls}Settings)
+        super().__init__(settings)
         self.records: list[dict[str, Any]] = []
+        self.status: str | None = None
         self._seen = 0
 
-    @hookimpl
-    def on_log(self, state: Any, logs: dict[str, Any]) -> None:
+    def open_run(self, args: Any, state: Any, model: Any, run_id: str | None) -> Any:
+        self.status = "running"  # your backend: start a run, or reopen run_id
+        return SimpleNamespace(id=run_id or uuid.uuid4().hex)
+
+    def log_metrics(self, run: Any, metrics: dict[str, float], state: Any) -> None:
+        if self.config.keep == "eval" and not any(k.startswith("eval_") for k in metrics):
+            return
         self._seen += 1
         if self._seen % self.config.every_n_logs == 0:
-            self.records.append({{"step": state.global_step, **logs}})
+            self.records.append({{"step": state.global_step, **metrics}})
+
+    def finish_run(self, run: Any, failure: BaseException | None) -> None:
+        self.status = "finished" if failure is None else "failed"
 
     @hookimpl
-    def on_train_end(self, state: Any) -> None:
-        pass  # flush and close your backend here
-
-    @hookimpl
-    def on_exception(self, exception: BaseException) -> None:
-        pass  # mark your backend's run as failed here
+    def on_save(self, checkpoint_dir: Any) -> None:
+        with self.failing():  # any other hook: mark it, and close the run if it raises
+            pass  # upload checkpoint_dir to your backend here
 '''
 
 _TEST = '''\
+import pytest
+
+from hooktrain.plugin import ConfigError
 from hooktrain_{name} import {cls}, {cls}Settings
 
 
@@ -86,12 +104,18 @@ def test_plugin_receives_every_log(run_training):
     logged = [entry for entry in run.trainer.state.log_history if "loss" in entry]
     assert [r["step"] for r in plugin.records if "loss" in r] == [e["step"] for e in logged]
     assert run.recorder.events.count("on_log") == len(plugin.records)
+    assert plugin.status == "finished" and not run.faults
 
 
 def test_settings_thin_out_the_logs(run_training):
     plugin = {cls}({cls}Settings(every_n_logs=2))
     run = run_training(plugins=[plugin], logging_steps=2)
     assert len(plugin.records) == len(run.recorder.of("on_log")) // 2
+
+
+def test_a_bad_choice_names_the_allowed_values():
+    with pytest.raises(ConfigError, match="'all', 'eval'"):
+        {cls}({cls}Settings(keep="some"))
 '''
 
 _README = '''\
@@ -106,6 +130,7 @@ Configure it in the run's TOML file:
 
     [plugins.{name}]
     every_n_logs = 1
+    keep = "all"        # or "eval"
 
 Test it with `pip install -e '.[test]' && pytest`.
 '''
