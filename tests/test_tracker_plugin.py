@@ -46,6 +46,7 @@ class MemoryTracker(TrackerPlugin):
         self.finals: list[str] = []
 
     def open_run(self, args, state, model, run_id):
+        self.opened_resuming = getattr(self, "opened_resuming", []) + [self.resuming]
         if self.user_run is not None:
             self.owns_run = False
             return self.user_run
@@ -67,6 +68,8 @@ class MemoryTracker(TrackerPlugin):
 
     def finish_run(self, run, failure):
         run.ended = "ok" if failure is None else f"failed: {type(failure).__name__}"
+        if self.own_fault:
+            run.ended += " (in the plugin)"
 
     @hookimpl
     def on_evaluate(self) -> None:
@@ -92,7 +95,7 @@ def test_a_failing_hook_closes_the_run_as_failed_and_training_goes_on(tmp_path):
                                            isolated=True)
     trainer.train()
     (tracked,) = tracker.runs.values()
-    assert tracked.ended == "failed: OSError"
+    assert tracked.ended == "failed: OSError (in the plugin)"
     assert trainer.state.global_step == 4
     assert [(f.plugin, f.hook) for f in trainer.plugin_faults] == [("memory", "on_log")]
 
@@ -102,7 +105,7 @@ def test_a_failing_user_callback_closes_its_run_before_the_error_propagates(tmp_
     with pytest.raises(OSError, match="disk full"):
         run_training(tmp_path, plugins=[tracker], max_steps=4, logging_steps=2)
     (tracked,) = tracker.runs.values()
-    assert tracked.ended == "failed: OSError"
+    assert tracked.ended == "failed: OSError (in the plugin)"
 
 
 def test_resume_reopens_the_checkpoint_run(tmp_path):
@@ -115,6 +118,7 @@ def test_resume_reopens_the_checkpoint_run(tmp_path):
     run_training(tmp_path, plugins=[second], max_steps=4, logging_steps=1,
                  resume_from_checkpoint=True)
     assert list(second.runs) == [run_id]
+    assert second.opened_resuming == [True] and first.opened_resuming == [False]
     assert [s for s, _ in second.runs[run_id].metrics if s > 2][:1] == [3]
 
 
@@ -131,6 +135,18 @@ def test_a_second_train_opens_a_new_run(tmp_path):
     run.trainer.args.max_steps = 4
     run.trainer.train()
     assert len(tracker.runs) == 2 and all(r.ended == "ok" for r in tracker.runs.values())
+
+
+def test_evaluate_after_train_logs_into_its_run_and_the_next_train_opens_another(tmp_path):
+    tracker = MemoryTracker()
+    run = run_training(tmp_path, plugins=[tracker], max_steps=2, logging_steps=1)
+    run.trainer.evaluate()
+    (first,) = tracker.runs.values()
+    assert "eval_loss" in first.metrics[-1][1]
+    run.trainer.args.max_steps = 4
+    run.trainer.train()
+    assert len(tracker.runs) == 2 and all(r.ended == "ok" for r in tracker.runs.values())
+    assert not any("eval_loss" in m for _, m in tracker.runs["run1"].metrics[:1])
 
 
 def test_literal_settings_are_checked_from_python_environment_and_config(monkeypatch):
@@ -158,3 +174,12 @@ def test_the_plugin_author_module_does_not_import_torch():
     code = "import sys, hooktrain.plugin; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_boolean_or_choice_setting_names_both_in_its_error():
+    from hooktrain.plugin_host.settings import coerce
+
+    annotation = bool | Literal["all"]
+    assert (coerce("Yes", annotation, "x"), coerce("ALL", annotation, "x")) == (True, "all")
+    with pytest.raises(ConfigError, match=r"x must be true, false or one of 'all', got 'some'"):
+        coerce("some", annotation, "x")

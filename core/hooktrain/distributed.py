@@ -20,11 +20,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from hooktrain.errors import TrainingTerminated
+
 logger = logging.getLogger("hooktrain")
-
-
-class TrainingTerminated(Exception):
-    """SIGTERM arrived during training (``torchrun`` stopping workers, a preempted job)."""
 
 
 def world_size() -> int:

@@ -21,3 +21,11 @@ class HookNameError(PluginError):
 
 class CheckpointError(HooktrainError):
     """A checkpoint that is missing, incomplete, corrupt or not a hooktrain checkpoint."""
+
+
+class TrainingTerminated(Exception):
+    """SIGTERM arrived during training (``torchrun`` stopping workers, a preempted job).
+
+    Raised from the signal handler so ``on_exception`` fires and trackers close their runs; not a
+    ``HooktrainError``, since nothing is wrong with the run's setup.
+    """

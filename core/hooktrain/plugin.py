@@ -26,9 +26,11 @@ What is here:
 * the hook marker :data:`hookimpl` (and :data:`hookspec`, for plugins that add hooks);
 * settings: :func:`setting` declares a field with its environment fallback, ``Literal[...]``
   annotations list the accepted values, :func:`from_environment` builds a plugin's settings
-  outside a config file, :func:`parse_bool` reads a boolean as the config does;
+  outside a config file, :func:`validate_settings` checks a settings object built in Python
+  (``TrackerPlugin`` does it for you), :func:`parse_bool` reads a boolean as the config does;
 * the errors a plugin may raise: :class:`ConfigError` for a bad setting, :class:`PluginError`
-  for a plugin that cannot work;
+  for a plugin that cannot work; and :class:`TrainingTerminated`, the exception ``on_exception``
+  receives when SIGTERM stopped training (a preempted job: a tracker may record it apart);
 * :class:`TrackerPlugin`, the run lifecycle of an experiment tracker;
 * what every logging integration shares: HF's key names (:func:`rewrite_key`), numeric filtering
   (:class:`NumericFilter`), the run's configuration (:func:`run_config`, :func:`model_config`),
@@ -40,7 +42,7 @@ Importing this module does not import torch. docs/plugins.md teaches writing a p
 
 from __future__ import annotations
 
-from hooktrain.errors import ConfigError, HooktrainError, PluginError
+from hooktrain.errors import ConfigError, HooktrainError, PluginError, TrainingTerminated
 from hooktrain.integration import (
     SUMMARY_KEYS,
     NumericFilter,
@@ -52,6 +54,7 @@ from hooktrain.integration import (
 )
 from hooktrain.markers import hookimpl, hookspec
 from hooktrain.plugin_host.settings import from_environment, parse_bool, setting
+from hooktrain.plugin_host.settings import validate as validate_settings
 from hooktrain.tracker import TrackerPlugin
 
 __all__ = [
@@ -61,6 +64,7 @@ __all__ = [
     "NumericFilter",
     "PluginError",
     "TrackerPlugin",
+    "TrainingTerminated",
     "default_run_dir",
     "from_environment",
     "hookimpl",
@@ -71,4 +75,5 @@ __all__ = [
     "run_config",
     "save_model",
     "setting",
+    "validate_settings",
 ]

@@ -58,6 +58,15 @@ class TrackerPlugin:
         self.owns_run = True
         #: ``True`` once :meth:`open_run` said there is nothing to log to.
         self.inactive = False
+        #: ``True`` while :meth:`finish_run` closes a run because one of this plugin's own hooks
+        #: raised (``failing()``), not because training failed.
+        self.own_fault = False
+        #: ``True`` for a run reopened by ``evaluate()`` after ``train()`` ended it: the next
+        #: ``train()`` finishes it and opens a new run.
+        self._reopened_after_train = False
+        #: ``True`` from a checkpoint's restore until the next :meth:`open_run`, even when the
+        #: checkpoint holds no run id (a tracker whose new run would erase an old one cares).
+        self.resuming = False
         self.numeric = NumericFilter(self.plugin_name)
 
     # ---- what a tracker plugin implements ----------------------------------------------------
@@ -83,7 +92,8 @@ class TrackerPlugin:
 
     def finish_run(self, run: Any, failure: BaseException | None) -> None:
         """Close a run this plugin owns: as a success when ``failure`` is ``None``, else failed
-        (``KeyboardInterrupt``: interrupted, where the library tells the two apart)."""
+        (``KeyboardInterrupt``: interrupted, where the library tells the two apart;
+        :attr:`own_fault`: this plugin's own hook failed while training goes on)."""
 
     def detach_run(self, run: Any) -> None:
         """Let go of a run the user owns (:attr:`owns_run` false) without closing it."""
@@ -93,12 +103,15 @@ class TrackerPlugin:
     def ensure_run(self, args: Any, state: Any, model: Any, *, new: bool = False) -> Any:
         """The open run, opened first when there is none. ``new`` (at ``train()``'s start)
         reopens only the checkpoint's run; otherwise also this plugin's previous run."""
+        if new and self.run is not None and self._reopened_after_train:
+            self.end_run()  # evaluate() logged into the last train()'s run; this is a new one
         if self.run is not None or self.inactive:
             return self.run
         run_id = self.resume_id if new else (self.resume_id or self.run_id)
+        self._reopened_after_train = not new and run_id is not None and run_id == self.run_id
         self.owns_run = True
         run = self.open_run(args, state, model, run_id)
-        self.resume_id = None
+        self.resume_id, self.resuming = None, False
         if run is None:
             self.inactive = True
             return None
@@ -122,8 +135,12 @@ class TrackerPlugin:
         try:
             yield
         except BaseException as exc:
-            with contextlib.suppress(Exception):
-                self.end_run(failure=exc)
+            self.own_fault = True
+            try:
+                with contextlib.suppress(Exception):
+                    self.end_run(failure=exc)
+            finally:
+                self.own_fault = False
             raise
 
     # ---- hooks -------------------------------------------------------------------------------
@@ -151,6 +168,10 @@ class TrackerPlugin:
     @hookimpl
     def on_exception(self, exception: BaseException) -> None:
         self.end_run(failure=exception)
+
+    @hookimpl
+    def on_load_checkpoint(self) -> None:
+        self.resuming = True
 
     # ---- checkpoint state ----------------------------------------------------------------------
 

@@ -120,10 +120,15 @@ def from_environment(plugin_name: str, cls: type[T]) -> T:
 
 
 def choices_message(annotation: Any) -> str | None:
-    """``one of 'a', 'b'`` for a ``Literal`` annotation (or an optional one), else ``None``."""
-    values = [v for o in _options(annotation) if typing.get_origin(o) is typing.Literal
+    """``one of 'a', 'b'`` for a ``Literal`` annotation (or an optional one, or one beside
+    ``bool``: ``true, false or one of 'all'``), else ``None``."""
+    options = _options(annotation)
+    values = [v for o in options if typing.get_origin(o) is typing.Literal
               for v in typing.get_args(o)]
-    return "one of " + ", ".join(repr(v) for v in values) if values else None
+    if not values:
+        return None
+    message = "one of " + ", ".join(repr(v) for v in values)
+    return f"true, false or {message}" if bool in options else message
 
 
 def coerce(value: Any, annotation: Any, where: str) -> Any:
