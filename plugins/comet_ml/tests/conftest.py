@@ -19,7 +19,8 @@ COMET_VARIABLES = (
 
 @pytest.fixture(scope="session", autouse=True)
 def comet_offline_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """INTEGRATIONS.md's offline set-up: no API key, no ~/.comet.config, no sentry, no CO2."""
+    """Offline as docs/integrations/comet_ml.md (Tests) says: no API key, no ~/.comet.config,
+    no sentry, no CO2."""
     with pytest.MonkeyPatch.context() as mp:
         for name in COMET_VARIABLES:
             mp.delenv(name, raising=False)

@@ -15,7 +15,7 @@ import pytest
 from cometarchive import Archive, read_archives
 
 from hooktrain import TrainerCallback
-from hooktrain.integration import SUMMARY_KEYS, rewrite_key, run_config
+from hooktrain.plugin import SUMMARY_KEYS, rewrite_key, run_config
 from hooktrain.testing import FailAtStep, TinyRegressor, run_training
 
 pytestmark = pytest.mark.timeout(120)
@@ -196,10 +196,10 @@ def test_comet_mode_disabled_logs_nothing_with_one_warning(monkeypatch, caplog) 
 
 
 def test_an_invalid_comet_mode_is_a_clear_error(monkeypatch) -> None:
-    from hooktrain.errors import ConfigError
+    from hooktrain.plugin import ConfigError
 
     monkeypatch.setenv("COMET_MODE", "sometimes")
-    with pytest.raises(ConfigError, match=r"'sometimes'.*get_or_create"):
+    with pytest.raises(ConfigError, match=r"COMET_MODE.*get_or_create.*'sometimes'"):
         run_training(output_dir="out", report_to=["comet_ml"])
 
 

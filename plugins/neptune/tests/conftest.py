@@ -38,6 +38,23 @@ def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def init_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every ``neptune.init_run`` call's keyword arguments, plus the run it made (``_run``)."""
+    import neptune
+
+    calls: list[dict[str, Any]] = []
+    original = neptune.init_run
+
+    def init_run(**kwargs):
+        calls.append(dict(kwargs))
+        calls[-1]["_run"] = run = original(**kwargs)
+        return run
+
+    monkeypatch.setattr(neptune, "init_run", init_run)
+    return calls
+
+
+@pytest.fixture
 def stopped(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """For every run stopped in debug mode: its fields and series values just before stop()."""
     from neptune import Run

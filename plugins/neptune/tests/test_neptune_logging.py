@@ -24,7 +24,8 @@ pytestmark = pytest.mark.timeout(120)
 # ---- what is logged --------------------------------------------------------------------------
 
 
-def test_parameters_and_every_metric_at_every_step(tmp_path: Path, caplog, said_offline) -> None:
+def test_parameters_and_every_metric_at_every_step(tmp_path: Path, caplog, said_offline,
+                                                   init_calls) -> None:
     caplog.set_level(logging.INFO, logger="hooktrain")
     model = TinyRegressor()
     model.config = {"hidden": 8, "activation": "relu"}
@@ -56,7 +57,7 @@ def test_parameters_and_every_metric_at_every_step(tmp_path: Path, caplog, said_
     assert not got.files, "checkpoints are uploaded only on request"
 
     plugin = run.plugin("NeptunePlugin")
-    assert plugin.run.get_state() == "stopped"
+    assert init_calls[0]["_run"].get_state() == "stopped"  # the run the plugin started
     assert plugin.state_dict() == {"mode": "offline", "sys_id": None, "custom_run_id": None}
     (message,) = offline_messages(caplog)
     assert "NEPTUNE_API_TOKEN or NEPTUNE_PROJECT" in message and "neptune sync" in message

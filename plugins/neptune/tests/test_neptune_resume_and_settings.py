@@ -21,23 +21,6 @@ from neptunetraining import offline_messages, train
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-def init_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Every ``neptune.init_run`` call's keyword arguments, plus the run it made (``_run``)."""
-    import neptune
-
-    calls: list[dict[str, Any]] = []
-    original = neptune.init_run
-
-    def init_run(**kwargs):
-        calls.append(dict(kwargs))
-        calls[-1]["_run"] = run = original(**kwargs)
-        return run
-
-    monkeypatch.setattr(neptune, "init_run", init_run)
-    return calls
-
-
 # ---- status, resume --------------------------------------------------------------------------
 
 
@@ -122,7 +105,7 @@ def test_resumed_online_training_reattaches_by_id(tmp_path: Path, monkeypatch, s
 
 def test_settings_win_over_the_environment(tmp_path: Path, monkeypatch, caplog,
                                           said_offline) -> None:
-    from hooktrain.errors import ConfigError
+    from hooktrain.plugin import ConfigError
 
     from hooktrain_neptune import NeptunePlugin
 
@@ -147,8 +130,8 @@ def test_settings_win_over_the_environment(tmp_path: Path, monkeypatch, caplog,
     (message,) = offline_messages(caplog)
     assert "no NEPTUNE_PROJECT;" in message
 
-    for key, value, error in (("mode", "read-only", r"mode.*async, sync, offline, debug"),
-                              ("log_checkpoints", "sometimes", r"log_checkpoints.*same, last")):
+    for key, value, error in (("mode", "read-only", r"mode.*'async', 'sync', 'offline', 'debug'"),
+                              ("log_checkpoints", "sometimes", r"log_checkpoints.*'same', 'last'")):
         with pytest.raises(ConfigError, match=error):
             train(settings={key: value})
     with pytest.raises(ConfigError, match=r"init_run may not set mode, with_id: use the"):
@@ -171,7 +154,7 @@ def test_network_bounds_are_set_unless_chosen(monkeypatch) -> None:
     assert os.environ["NEPTUNE_RETRIES_TIMEOUT"] == "7"
 
 
-def test_installed_entry_point_and_report_to_all(tmp_path: Path) -> None:
+def test_installed_entry_point_and_report_to_all(tmp_path: Path, init_calls) -> None:
     """Also neptune's own defaults: stdout/stderr capture, hardware metrics, source files."""
     from importlib.metadata import entry_points
 
@@ -180,7 +163,7 @@ def test_installed_entry_point_and_report_to_all(tmp_path: Path) -> None:
     (ep,) = [e for e in entry_points(group="hooktrain.plugins") if e.name == "neptune"]
     assert ep.load() is NeptunePlugin and ep.dist.name == "hooktrain-neptune"
     run = run_training(output_dir="out", report_to="all")
-    assert run.plugin(NeptunePlugin).run.get_state() == "stopped"
+    assert init_calls[0]["_run"].get_state() == "stopped"  # the run the plugin started
     (got,) = offline_runs(tmp_path)
     assert metric_series(got) == expected_series(run.trainer.state.log_history)
     assert any(k.startswith("monitoring/") for k in got.fields)

@@ -1,4 +1,5 @@
-"""W&B offline for the whole session (INTEGRATIONS.md), before wandb reads its environment.
+"""W&B offline for the whole session (docs/integrations/wandb.md, Tests), set before wandb
+reads its environment.
 
 wandb reads ``WANDB_*`` once, when its first run starts in the process; tests that need another
 environment for wandb itself run in a subprocess.

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from hooktrain import TrainerCallback
-from hooktrain.integration import SUMMARY_KEYS, rewrite_key, run_config, save_model
+from hooktrain.plugin import SUMMARY_KEYS, rewrite_key, run_config, save_model
 from hooktrain.testing import TinyRegressor, find_plugin, run_training
 
 from wandbfiles import Segment, offline_environment, read_run
@@ -235,10 +235,10 @@ def test_settings_win_over_the_environment(
 
 
 def test_an_unknown_choice_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
-    from hooktrain.errors import ConfigError
+    from hooktrain.plugin import ConfigError
 
     monkeypatch.setenv("WANDB_WATCH", "weights")
-    with pytest.raises(ConfigError, match=r"WANDB_WATCH.*gradients, parameters, all"):
+    with pytest.raises(ConfigError, match=r"WANDB_WATCH.*'gradients', 'parameters', 'all'"):
         run_training(output_dir=tmp_path / "out", report_to=["wandb"])
 
 

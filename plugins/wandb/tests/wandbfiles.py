@@ -31,7 +31,7 @@ OFFLINE = {
 
 
 def offline_environment(root: Path) -> dict[str, str]:
-    """wandb offline with every directory under ``root`` (INTEGRATIONS.md)."""
+    """wandb offline with every directory under ``root`` (docs/integrations/wandb.md, Tests)."""
     return {**OFFLINE, "WANDB_DIR": str(root), "WANDB_CONFIG_DIR": str(root / "config"),
             "WANDB_CACHE_DIR": str(root / "cache"), "WANDB_DATA_DIR": str(root / "data")}
 
