@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from hooktrain import TrainerCallback
-from hooktrain.integration import rewrite_key, save_model
+from hooktrain.plugin import rewrite_key, save_model
 from hooktrain.testing import FailAtStep, TinyRegressor, run_training
 
 pytestmark = pytest.mark.timeout(120)
@@ -295,11 +295,12 @@ def test_settings_win_over_the_environment_and_the_environment_over_defaults(
 
 
 @pytest.mark.parametrize("key,value,message", [
-    ("mode", "remote", r"mode.*cloud, online, offline, local, disabled.*'remote'"),
-    ("log_model", "all", r"log_model.*end, checkpoint or false.*'all'"),
+    ("mode", "remote",
+     r"mode must be one of 'cloud', 'online', 'offline', 'local', 'disabled', got 'remote'"),
+    ("log_model", "all", r"log_model must be one of 'end', 'checkpoint', 'false', got 'all'"),
 ])
 def test_bad_values_are_clear_errors(key: str, value: str, message: str) -> None:
-    from hooktrain.errors import ConfigError
+    from hooktrain.plugin import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         run_training(output_dir="out", report_to=["swanlab"], plugin_settings={"swanlab": {key: value}})
