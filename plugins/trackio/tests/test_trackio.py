@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from hooktrain import TrainerCallback
-from hooktrain.integration import rewrite_key, save_model
+from hooktrain.plugin import rewrite_key, save_model
 from hooktrain.testing import FailAtStep, TinyRegressor, find_plugin, run_training
 
 pytestmark = pytest.mark.timeout(120)
@@ -206,7 +206,7 @@ def test_log_model_checkpoint_stores_every_checkpoint(tmp_path: Path, project: s
 
 
 def test_settings_and_environment(monkeypatch) -> None:
-    from hooktrain.errors import ConfigError
+    from hooktrain.plugin import ConfigError
     from hooktrain_trackio import TrackioPlugin, TrackioSettings
 
     monkeypatch.setenv("TRACKIO_SPACE_ID", "someone/space")
@@ -215,7 +215,8 @@ def test_settings_and_environment(monkeypatch) -> None:
     assert plugin.config.space_id == "someone/space"
     assert (plugin.config.project, plugin.config.log_model) == ("huggingface", False)
     assert TrackioSettings(log_model="CHECKPOINT").log_model == "checkpoint"
-    with pytest.raises(ConfigError, match=r"log_model must be end, checkpoint or false.*'all'"):
+    with pytest.raises(ConfigError,
+                       match=r"log_model must be one of 'end', 'checkpoint', 'false', got 'all'"):
         run_training(output_dir="out", report_to=["trackio"],
                      plugin_settings={"trackio": {"log_model": "all"}})
 
@@ -242,8 +243,8 @@ def test_the_dir_setting_reaches_trackio_at_its_first_import(tmp_path: Path) -> 
         assert "trackio" not in sys.modules
         plugin = TrackioPlugin(TrackioSettings(dir=sys.argv[1], project="fresh"))
         plugin.on_log(args=SimpleNamespace(run_name="r"), state=SimpleNamespace(global_step=3),
-                      logs={"loss": 0.5})
-        plugin._finish()
+                      model=None, logs={"loss": 0.5})
+        plugin.end_run()
         import trackio
         print("TRACKIO_DIR", trackio.TRACKIO_DIR)
     """)  # no torch: the plugin's hooks called directly keep this interpreter quick to start
