@@ -325,3 +325,31 @@ def test_installed_entry_point_and_report_to_all(project: str) -> None:
                        plugin_settings={"trackio": {"project": project}})
     identity = run.plugin(TrackioPlugin).identity
     assert rows(project, identity["id"]) == expected_rows(run.trainer.state.log_history)
+
+
+def test_a_failing_hook_ends_the_run_with_an_alert(tmp_path: Path, project: str) -> None:
+    """A hook of the plugin that raises records why before hooktrain switches the plugin off."""
+    import shutil
+
+    import trackio
+    from trackio.sqlite_storage import SQLiteStorage
+
+    class RemoveCheckpoint(TrainerCallback):
+        """Runs before the plugin's on_save: the checkpoint it would store is gone."""
+
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 4:
+                shutil.rmtree(tmp_path / "out" / "checkpoint-4")
+
+    run = run_training(output_dir="out", report_to=["trackio"], plugins=[RemoveCheckpoint()],
+                       save_strategy="steps", save_steps=4,
+                       plugin_settings={"trackio": {"project": project,
+                                                    "log_model": "checkpoint"}})
+    assert run.output.global_step == 8
+    assert [(f.plugin.split()[0], f.hook) for f in run.faults] == [("trackio", "on_save")]
+    (run_id,) = [r.id for r in trackio.Api().runs(project)]
+    (alert,) = SQLiteStorage.get_alerts(project, run_id=run_id)
+    assert (alert["level"], alert["title"]) == ("error", "Logging stopped")
+    assert alert["text"].startswith("hooktrain-trackio stopped logging after ")
+    assert max(step for step, _ in rows(project, run_id)) == 4
+    assert trackio.context_vars.current_run.get() is None

@@ -154,11 +154,20 @@ class TrackioPlugin(TrackerPlugin):
     def finish_run(self, run: Any, failure: BaseException | None) -> None:
         """trackio has no run status: a failure is an alert (ERROR; WARN for Ctrl+C) first."""
         import trackio
+        from trackio import AlertLevel
 
         self.trained, db = True, self._local_db(run)
         try:
             if failure is not None:
-                run.alert(**alert(failure, own=failure is not self._crash))
+                text, level = f"{type(failure).__name__}: {failure}", AlertLevel.ERROR
+                if failure is not self._crash:  # a hook of this plugin raised
+                    title = "Logging stopped"
+                    text = f"hooktrain-trackio stopped logging after {text}"
+                elif isinstance(failure, KeyboardInterrupt):
+                    title, level = "Training interrupted", AlertLevel.WARN
+                else:
+                    title = "Training failed"
+                run.alert(title=title, text=text, level=level)
         finally:
             if trackio.context_vars.current_run.get() is run:
                 trackio.finish()  # also clears trackio's current run (else finished at exit)
@@ -189,16 +198,3 @@ class TrackioPlugin(TrackerPlugin):
             return None
         return Path(trackio.SQLiteStorage.get_project_db_path(self.identity["project"]))
 
-
-def alert(failure: BaseException, own: bool) -> dict[str, Any]:
-    """The alert that records how the run ended: training failed, was interrupted (Ctrl+C), or
-    this plugin stopped logging after an error of its own."""
-    import trackio
-
-    text = f"{type(failure).__name__}: {failure}"
-    if own:
-        return {"title": "Logging stopped", "level": trackio.AlertLevel.ERROR,
-                "text": f"hooktrain-trackio stopped logging after {text}"}
-    if isinstance(failure, KeyboardInterrupt):
-        return {"title": "Training interrupted", "text": text, "level": trackio.AlertLevel.WARN}
-    return {"title": "Training failed", "text": text, "level": trackio.AlertLevel.ERROR}
