@@ -342,3 +342,25 @@ def test_a_run_closed_under_the_plugin_mid_run_is_isolated(tmp_path: Path, caplo
     got = only_run(tmp_path / "swanlog")
     assert max(got["scalars"]["train/loss"]) == 4
     assert got["finish"].state == state("RUN_STATE_FINISHED")
+
+
+def test_a_failing_hook_finishes_the_run_as_crashed(tmp_path: Path) -> None:
+    """A hook of the plugin that raises finishes its run before hooktrain switches it off."""
+    import shutil
+
+    class RemoveCheckpoint(TrainerCallback):
+        """Runs before the plugin's on_save: the checkpoint it would copy is gone."""
+
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 4:
+                shutil.rmtree(tmp_path / "out" / "checkpoint-4")
+
+    run = run_training(output_dir="out", report_to=["swanlab"], plugins=[RemoveCheckpoint()],
+                       save_strategy="steps", save_steps=4,
+                       plugin_settings={"swanlab": {"log_model": "checkpoint"}})
+    assert run.output.global_step == 8
+    assert [(f.plugin.split()[0], f.hook) for f in run.faults] == [("swanlab", "on_save")]
+    got = only_run(tmp_path / "swanlog")
+    assert got["finish"].state == state("RUN_STATE_CRASHED")
+    assert "FileNotFoundError" in got["finish"].error
+    assert max(got["scalars"]["train/loss"]) == 4
