@@ -1,5 +1,5 @@
-"""ClearML offline for the whole session (INTEGRATIONS.md), set before clearml is first imported,
-and a guard that fails any test whose process tries to reach beyond 127.0.0.1.
+"""ClearML offline for the whole session (docs/integrations/clearml.md), set before clearml is
+first imported, and a guard that fails any test whose process tries to reach beyond 127.0.0.1.
 
 clearml reads its configuration file once per process, at its first use: ``CLEARML_CONFIG_FILE``
 points at a file of the session's (so no ``~/clearml.conf`` with credentials can make a test go

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from clearmlfiles import expected_scalars, read_session, session_of, zip_members
 
-from hooktrain.integration import SUMMARY_KEYS
+from hooktrain.plugin import SUMMARY_KEYS
 from hooktrain.testing import RegressionDataset, TinyRegressor, logged_series, run_training
 
 pytestmark = [

@@ -49,7 +49,6 @@ def test_a_failed_training_marks_the_task_failed(tmp_path: Path) -> None:
 SIGTERM_RUN = """
 import os, signal, sys
 from hooktrain import TrainerCallback
-from hooktrain.distributed import TrainingTerminated
 from hooktrain.testing import run_training
 
 class Term(TrainerCallback):
@@ -60,7 +59,9 @@ class Term(TrainerCallback):
 handler = signal.getsignal(signal.SIGTERM)
 try:
     run_training(output_dir="out", report_to=["clearml"], plugins=[Term()])
-except TrainingTerminated:
+except Exception as exc:  # hooktrain's TrainingTerminated, which no public module exports
+    if type(exc).__name__ != "TrainingTerminated":
+        raise
     from clearml import Task
     assert Task.current_task() is None
     assert signal.getsignal(signal.SIGTERM) == handler, "clearml's and hooktrain's hooks undone"

@@ -48,7 +48,7 @@ def test_project_and_task_name_from_the_environment_and_settings(tmp_path: Path,
 
 
 def test_settings_win_over_the_environment(monkeypatch) -> None:
-    from hooktrain.errors import ConfigError
+    from hooktrain.plugin import ConfigError
     from hooktrain_clearml import ClearMLPlugin
 
     monkeypatch.setenv("CLEARML_LOG_MODEL", "1")

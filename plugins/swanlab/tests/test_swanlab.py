@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from hooktrain import TrainerCallback
-from hooktrain.integration import rewrite_key, save_model
+from hooktrain.plugin import rewrite_key, save_model
 from hooktrain.testing import FailAtStep, TinyRegressor, run_training
 
 pytestmark = pytest.mark.timeout(120)
@@ -295,11 +295,12 @@ def test_settings_win_over_the_environment_and_the_environment_over_defaults(
 
 
 @pytest.mark.parametrize("key,value,message", [
-    ("mode", "remote", r"mode.*cloud, online, offline, local, disabled.*'remote'"),
-    ("log_model", "all", r"log_model.*end, checkpoint or false.*'all'"),
+    ("mode", "remote",
+     r"mode must be one of 'cloud', 'online', 'offline', 'local', 'disabled', got 'remote'"),
+    ("log_model", "all", r"log_model must be one of 'end', 'checkpoint', 'false', got 'all'"),
 ])
 def test_bad_values_are_clear_errors(key: str, value: str, message: str) -> None:
-    from hooktrain.errors import ConfigError
+    from hooktrain.plugin import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         run_training(output_dir="out", report_to=["swanlab"], plugin_settings={"swanlab": {key: value}})
@@ -341,3 +342,25 @@ def test_a_run_closed_under_the_plugin_mid_run_is_isolated(tmp_path: Path, caplo
     got = only_run(tmp_path / "swanlog")
     assert max(got["scalars"]["train/loss"]) == 4
     assert got["finish"].state == state("RUN_STATE_FINISHED")
+
+
+def test_a_failing_hook_finishes_the_run_as_crashed(tmp_path: Path) -> None:
+    """A hook of the plugin that raises finishes its run before hooktrain switches it off."""
+    import shutil
+
+    class RemoveCheckpoint(TrainerCallback):
+        """Runs before the plugin's on_save: the checkpoint it would copy is gone."""
+
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 4:
+                shutil.rmtree(tmp_path / "out" / "checkpoint-4")
+
+    run = run_training(output_dir="out", report_to=["swanlab"], plugins=[RemoveCheckpoint()],
+                       save_strategy="steps", save_steps=4,
+                       plugin_settings={"swanlab": {"log_model": "checkpoint"}})
+    assert run.output.global_step == 8
+    assert [(f.plugin.split()[0], f.hook) for f in run.faults] == [("swanlab", "on_save")]
+    got = only_run(tmp_path / "swanlog")
+    assert got["finish"].state == state("RUN_STATE_CRASHED")
+    assert "FileNotFoundError" in got["finish"].error
+    assert max(got["scalars"]["train/loss"]) == 4

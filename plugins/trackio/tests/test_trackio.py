@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from hooktrain import TrainerCallback
-from hooktrain.integration import rewrite_key, save_model
+from hooktrain.plugin import rewrite_key, save_model
 from hooktrain.testing import FailAtStep, TinyRegressor, find_plugin, run_training
 
 pytestmark = pytest.mark.timeout(120)
@@ -206,7 +206,7 @@ def test_log_model_checkpoint_stores_every_checkpoint(tmp_path: Path, project: s
 
 
 def test_settings_and_environment(monkeypatch) -> None:
-    from hooktrain.errors import ConfigError
+    from hooktrain.plugin import ConfigError
     from hooktrain_trackio import TrackioPlugin, TrackioSettings
 
     monkeypatch.setenv("TRACKIO_SPACE_ID", "someone/space")
@@ -215,7 +215,8 @@ def test_settings_and_environment(monkeypatch) -> None:
     assert plugin.config.space_id == "someone/space"
     assert (plugin.config.project, plugin.config.log_model) == ("huggingface", False)
     assert TrackioSettings(log_model="CHECKPOINT").log_model == "checkpoint"
-    with pytest.raises(ConfigError, match=r"log_model must be end, checkpoint or false.*'all'"):
+    with pytest.raises(ConfigError,
+                       match=r"log_model must be one of 'end', 'checkpoint', 'false', got 'all'"):
         run_training(output_dir="out", report_to=["trackio"],
                      plugin_settings={"trackio": {"log_model": "all"}})
 
@@ -242,8 +243,8 @@ def test_the_dir_setting_reaches_trackio_at_its_first_import(tmp_path: Path) -> 
         assert "trackio" not in sys.modules
         plugin = TrackioPlugin(TrackioSettings(dir=sys.argv[1], project="fresh"))
         plugin.on_log(args=SimpleNamespace(run_name="r"), state=SimpleNamespace(global_step=3),
-                      logs={"loss": 0.5})
-        plugin._finish()
+                      model=None, logs={"loss": 0.5})
+        plugin.end_run()
         import trackio
         print("TRACKIO_DIR", trackio.TRACKIO_DIR)
     """)  # no torch: the plugin's hooks called directly keep this interpreter quick to start
@@ -324,3 +325,31 @@ def test_installed_entry_point_and_report_to_all(project: str) -> None:
                        plugin_settings={"trackio": {"project": project}})
     identity = run.plugin(TrackioPlugin).identity
     assert rows(project, identity["id"]) == expected_rows(run.trainer.state.log_history)
+
+
+def test_a_failing_hook_ends_the_run_with_an_alert(tmp_path: Path, project: str) -> None:
+    """A hook of the plugin that raises records why before hooktrain switches the plugin off."""
+    import shutil
+
+    import trackio
+    from trackio.sqlite_storage import SQLiteStorage
+
+    class RemoveCheckpoint(TrainerCallback):
+        """Runs before the plugin's on_save: the checkpoint it would store is gone."""
+
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 4:
+                shutil.rmtree(tmp_path / "out" / "checkpoint-4")
+
+    run = run_training(output_dir="out", report_to=["trackio"], plugins=[RemoveCheckpoint()],
+                       save_strategy="steps", save_steps=4,
+                       plugin_settings={"trackio": {"project": project,
+                                                    "log_model": "checkpoint"}})
+    assert run.output.global_step == 8
+    assert [(f.plugin.split()[0], f.hook) for f in run.faults] == [("trackio", "on_save")]
+    (run_id,) = [r.id for r in trackio.Api().runs(project)]
+    (alert,) = SQLiteStorage.get_alerts(project, run_id=run_id)
+    assert (alert["level"], alert["title"]) == ("error", "Logging stopped")
+    assert alert["text"].startswith("hooktrain-trackio stopped logging after ")
+    assert max(step for step, _ in rows(project, run_id)) == 4
+    assert trackio.context_vars.current_run.get() is None

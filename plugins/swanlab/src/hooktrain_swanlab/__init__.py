@@ -11,6 +11,7 @@ for Ctrl+C) on an exception; its id is kept in the checkpoint so a resumed run c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -18,15 +19,13 @@ import tempfile
 import traceback
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from hooktrain import hookimpl
-from hooktrain.errors import ConfigError
-from hooktrain.integration import NumericFilter, rewrite_key, run_config, save_model
-from hooktrain.plugin_host.settings import from_environment
+from hooktrain.plugin import (
+    ConfigError, TrackerPlugin, hookimpl, parse_bool, rewrite_key, run_config, save_model, setting,
+)
 
 __all__ = ["SwanLabPlugin", "SwanLabSettings"]
 
@@ -36,139 +35,115 @@ logger = logging.getLogger("hooktrain")
 #: ``evaluate()`` is finished, not adopted, when a new Trainer starts logging.
 _OPENED: weakref.WeakSet[Any] = weakref.WeakSet()
 
-_MODES = {"cloud": "online", "online": "online", "offline": "offline", "local": "local",
-          "disabled": "disabled"}
-
 
 @dataclass
 class SwanLabSettings:
     """The ``[plugins.swanlab]`` table."""
 
     #: SwanLab project; default: swanlab's (the working directory's name), as in HF.
-    project: str | None = field(default=None, metadata={"env": "SWANLAB_PROJECT"})
-    #: ``cloud`` (``online``), ``offline``, ``local`` or ``disabled``; default: see the module doc.
-    mode: str | None = field(default=None, metadata={"env": "SWANLAB_MODE"})
+    project: str | None = setting(None, env="SWANLAB_PROJECT")
+    #: ``cloud`` (or its other name ``online``), ``offline``, ``local`` or ``disabled``; default:
+    #: see the module doc.
+    mode: Literal["cloud", "online", "offline", "local", "disabled"] | None = setting(
+        None, env="SWANLAB_MODE")
     #: Where run directories go; default: swanlab's (``./swanlog``).
-    log_dir: str | None = field(default=None, metadata={"env": "SWANLAB_LOG_DIR"})
+    log_dir: str | None = setting(None, env="SWANLAB_LOG_DIR")
     #: Experiment name; default ``args.run_name`` (which defaults to ``output_dir``).
     name: str | None = None
     #: Cloud workspace (organisation); default: swanlab's (``SWANLAB_WORKSPACE`` or your user).
     workspace: str | None = None
-    #: ``end``: the final model into the run's files; ``checkpoint``: every checkpoint; ``false``.
-    log_model: bool | str = field(default=False, metadata={"env": "SWANLAB_LOG_MODEL"})
+    #: ``end`` (or ``true``, HF's spelling): the final model into the run's files;
+    #: ``checkpoint``: every checkpoint; ``false``. ("false" among the choices only names it in
+    #: the error message: ``bool`` reads it first.)
+    log_model: bool | Literal["end", "checkpoint", "false"] = setting(
+        False, env="SWANLAB_LOG_MODEL")
 
     def __post_init__(self) -> None:
-        if self.mode is not None:
-            mode = self.mode.strip().lower()
-            if mode and mode not in _MODES:
-                raise ConfigError(
-                    f"[plugins.swanlab] mode (or $SWANLAB_MODE) must be one of cloud, online, "
-                    f"offline, local, disabled; got {self.mode!r}."
-                )
-            self.mode = _MODES.get(mode)
-        value = self.log_model
-        if isinstance(value, str):
-            value = value.strip().lower()
-            value = {"": False, "0": False, "false": False, "no": False, "off": False,
-                     "1": True, "true": True, "yes": True, "on": True}.get(value, value)
-        if value is True:
-            value = "end"
-        if value not in (False, "end", "checkpoint"):
-            raise ConfigError(
-                f"[plugins.swanlab] log_model (or $SWANLAB_LOG_MODEL) must be end, checkpoint or "
-                f"false, got {self.log_model!r}."
-            )
-        self.log_model = value
+        # the config has checked and normalised table and environment values; these lines
+        # give values passed in Python the same spellings (a bad one fails in the plugin)
+        if isinstance(self.mode, str):
+            self.mode = self.mode.strip().lower()
+        if self.mode == "cloud":  # swanlab's name for it
+            self.mode = "online"
+        if isinstance(self.log_model, str):
+            self.log_model = self.log_model.strip().lower()
+            with contextlib.suppress(ConfigError):  # "end" and "checkpoint" stay
+                self.log_model = parse_bool(self.log_model)
+        if self.log_model is True:
+            self.log_model = "end"
 
 
-class SwanLabPlugin:
+class SwanLabPlugin(TrackerPlugin):
     """Logs the run with SwanLab under HF's names (``train/loss``, ``eval/loss``)."""
 
+    plugin_name = "swanlab"
     settings = SwanLabSettings
 
     def __init__(self, settings: SwanLabSettings | None = None) -> None:
-        self.config = settings or from_environment("swanlab", SwanLabSettings)
-        #: The open ``swanlab.Run`` (``None`` before the first event that logs and after the end).
-        self.run: Any = None
-        #: The run's id: kept in checkpoints, reused by a resumed run or a later ``evaluate()``.
-        self.run_id: str | None = None
-        self._resume_id: str | None = None  # from the checkpoint, for the next train()
-        self._trained = False  # this plugin has finished a run (a train() ended)
-        self._owns_run = True
+        super().__init__(settings)
+        self.trained = False  # this plugin has closed a run: the next train() is a new run
         self._told_offline = False
-        self._numeric = NumericFilter("swanlab")
 
-    # ---- resumable identity --------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id} if self.run_id else {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._resume_id = state.get("run_id")
-
-    # ---- hooks ---------------------------------------------------------------------------
+    # ---- hooks beyond the base's --------------------------------------------------------
 
     @hookimpl
-    def on_train_begin(self, args: Any, model: Any) -> None:
-        # a new train() is a new run, unless it resumes a checkpoint: then the checkpoint's run
-        resume_id, self._resume_id = self._resume_id, None
-        if self.run is not None and self._trained:  # reopened by evaluate() after a train()
-            self._finish("success")
-        self._open(args, resume_id).config.update(run_config(args, model))
-
-    @hookimpl
-    def on_log(self, args: Any, state: Any, logs: dict[str, Any]) -> None:
-        values = {rewrite_key(k): v for k, v in self._numeric(logs).items()}
-        if values:  # no run open: evaluate() before train() (new run) or after it (same run)
-            self._open(args, self.run_id).log(values, step=state.global_step)
+    def on_train_begin(self, args: Any, state: Any, model: Any) -> None:
+        with self.failing():
+            if self.trained:  # reopened by evaluate() after a train(): this train() is new
+                self.end_run()
+            # a run evaluate() opened before the first train() goes on; else a new run, or the
+            # checkpoint's when resuming
+            self.ensure_run(args, state, model, new=True).config.update(run_config(args, model))
 
     @hookimpl
     def on_save(self, state: Any, checkpoint_dir: Path) -> None:
         if self.config.log_model == "checkpoint" and self.run is not None:
-            self._save_files(checkpoint_dir, f"checkpoint-{state.global_step}")
-
-    @hookimpl
-    def on_train_end(self, args: Any, model: Any) -> None:
-        if self.run is None:
-            return
-        if self.config.log_model == "end":
-            with tempfile.TemporaryDirectory(prefix="hooktrain-swanlab-") as tmp:
-                name = "best" if args.load_best_model_at_end else "last"
-                self._save_files(save_model(model, Path(tmp) / name), f"model-{name}")
-        self._finish("success")
-
-    @hookimpl
-    def on_exception(self, exception: BaseException) -> None:
-        if self.run is not None:
-            error = "".join(traceback.format_exception(exception)).strip()
-            self._finish("aborted" if isinstance(exception, KeyboardInterrupt) else "crashed", error)
+            with self.failing():
+                self._save_files(checkpoint_dir, f"checkpoint-{state.global_step}")
 
     # ---- the run -------------------------------------------------------------------------
 
-    def _open(self, args: Any, run_id: str | None) -> Any:
-        if self.run is not None:
-            return self.run
+    def open_run(self, args: Any, state: Any, model: Any, run_id: str | None) -> Any:
         import swanlab
 
         if swanlab.has_run() and swanlab.get_run() in _OPENED:
             swanlab.get_run().finish()  # left open by an earlier Trainer's evaluate()
         if swanlab.has_run():  # started by the user: log into it, leave finishing it to them
-            self.run, self._owns_run = swanlab.get_run(), False
-            logger.info("swanlab: logging into the run you started (%s).", self.run.id)
+            self.owns_run = False
+            logger.info("swanlab: logging into the run you started (%s).", swanlab.get_run().id)
+            return swanlab.get_run()
+        kwargs: dict[str, Any] = {"id": run_id, "resume": "allow"} if run_id else {}
+        with _hf_variables_hidden():
+            run = swanlab.init(
+                mode=self._mode(), project=self.config.project, workspace=self.config.workspace,
+                name=self.config.name or args.run_name, log_dir=self.config.log_dir,
+                settings=swanlab.Settings(interactive=False),  # never prompt for a key
+                **kwargs,
+            )
+        _OPENED.add(run)
+        return run
+
+    def log_metrics(self, run: Any, metrics: dict[str, float], state: Any) -> None:
+        run.log({rewrite_key(k): v for k, v in metrics.items()}, step=state.global_step)
+
+    def before_finish(self, run: Any, args: Any, state: Any, model: Any) -> None:
+        if self.config.log_model == "end":
+            with tempfile.TemporaryDirectory(prefix="hooktrain-swanlab-") as tmp:
+                name = "best" if args.load_best_model_at_end else "last"
+                self._save_files(save_model(model, Path(tmp) / name), f"model-{name}")
+
+    def finish_run(self, run: Any, failure: BaseException | None) -> None:
+        self.trained = True
+        if not run.alive:  # finished behind the plugin's back (swanlab's Ctrl+C handler, user)
+            return
+        if failure is None:
+            run.finish(state="success", error=None)
         else:
-            kwargs: dict[str, Any] = {"id": run_id, "resume": "allow"} if run_id else {}
-            with _hf_variables_hidden():
-                self.run = swanlab.init(
-                    mode=self._mode(), project=self.config.project,
-                    workspace=self.config.workspace, name=self.config.name or args.run_name,
-                    log_dir=self.config.log_dir,
-                    settings=swanlab.Settings(interactive=False),  # never prompt for a key
-                    **kwargs,
-                )
-            self._owns_run = True
-            _OPENED.add(self.run)
-        self.run_id = self.run.id
-        return self.run
+            run.finish(state="aborted" if isinstance(failure, KeyboardInterrupt) else "crashed",
+                       error="".join(traceback.format_exception(failure)).strip())
+
+    def detach_run(self, run: Any) -> None:
+        self.trained = True
 
     def _mode(self) -> str:
         """The explicit mode, else the cloud with an API key, else offline (said once)."""
@@ -205,13 +180,8 @@ class SwanLabPlugin:
         if not self.run.save(str(files / name / "**"), base_path=str(files), policy="now"):
             raise RuntimeError(f"swanlab recorded none of the files in {files / name}.")
 
-    def _finish(self, state: str, error: str | None = None) -> None:
-        run, self.run, self._trained = self.run, None, True
-        if self._owns_run and run.alive:
-            run.finish(state=state, error=error)
 
-
-@contextmanager
+@contextlib.contextmanager
 def _hf_variables_hidden() -> Iterator[None]:
     """Hide HF's ``SWANLAB_PROJECT`` and ``SWANLAB_MODE`` while swanlab reads its settings.
 
