@@ -154,8 +154,9 @@ class CodeCarbonPlugin:
         if code not in known:
             raise ConfigError(
                 f"[plugins.codecarbon] country_iso_code (or $CODECARBON_COUNTRY_ISO_CODE, or "
-                f"codecarbon's config file) {code!r} is not a 3-letter ISO code codecarbon has data for (e.g. USA, FRA, "
-                f"DEU, GBR, IND, CHN; codecarbon would silently use its world average)."
+                f"codecarbon's config file) {code!r} is not a 3-letter ISO code codecarbon has "
+                f"data for (e.g. USA, FRA, DEU, GBR, IND, CHN; codecarbon would silently use its "
+                f"world average)."
             )
         return code
 

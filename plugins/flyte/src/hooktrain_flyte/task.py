@@ -106,8 +106,9 @@ def restore_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
 class Task:
     """The Flyte task a Trainer was built in: its ``ExecutionParameters`` and checkpoint.
 
-    Held in this object rather than as plugin attributes: ``ExecutionParameters`` answers any attribute it
-    lacks with an ``AssertionError``, which breaks ``hasattr`` probes of the plugin's attributes.
+    Held in this object rather than as plugin attributes: ``ExecutionParameters`` answers any
+    attribute it lacks with an ``AssertionError``, which breaks ``hasattr`` probes of the
+    plugin's attributes.
     """
 
     __slots__ = ("params", "checkpoint")
