@@ -108,7 +108,7 @@ def test_a_codecarbon_config_file_is_honoured(tmp_path: Path) -> None:
 
 
 def test_an_unknown_country_is_a_clear_error(tmp_path: Path) -> None:
-    from hooktrain.errors import ConfigError
+    from hooktrain.plugin import ConfigError
 
     with pytest.raises(ConfigError, match=r"country_iso_code.*'XYZ'.*3-letter ISO code"):
         run_training(output_dir="out", report_to=["codecarbon"],

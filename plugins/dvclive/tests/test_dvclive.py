@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hooktrain import TrainerCallback
-from hooktrain.integration import rewrite_key, save_model
+from hooktrain.plugin import rewrite_key, save_model
 from hooktrain.testing import FailAtStep, TinyRegressor, run_training
 
 pytestmark = [
@@ -276,7 +276,7 @@ def test_dvc_analytics_are_switched_off_unless_the_user_chose(monkeypatch) -> No
 
 
 def test_a_bad_log_model_value_is_a_clear_error(tmp_path: Path) -> None:
-    from hooktrain.errors import ConfigError
+    from hooktrain.plugin import ConfigError
 
     with pytest.raises(ConfigError, match=r"log_model.*true, false or 'all'.*'checkpoint'"):
         run_training(output_dir="out", report_to=["dvclive"],

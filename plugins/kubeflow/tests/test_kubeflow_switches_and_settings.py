@@ -7,7 +7,7 @@ import logging
 import time
 
 import pytest
-from hooktrain.errors import ConfigError
+from hooktrain.plugin import ConfigError
 from kubeflowtraining import INTERVAL, configure, train
 
 pytestmark = pytest.mark.timeout(120)

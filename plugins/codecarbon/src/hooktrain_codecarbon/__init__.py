@@ -2,19 +2,17 @@
 
 One ``codecarbon.OfflineEmissionsTracker`` per ``train()``: built when the Trainer is (its
 one-off hardware detection stays out of ``train_runtime``), started at train begin, stopped at
-train()'s final summary log and on an exception. Each stop appends one row (duration, energy in
-kWh, emissions in kg CO2eq, country, hardware) to ``emissions.csv`` in the tracker's directory,
-and the summary log gets ``emissions_kg`` and ``energy_consumed_kwh`` through ``on_pre_log``, so
-every logging plugin records them (``train/emissions_kg``, ...) and ``train()`` returns them. The
-tracker is always the offline one: the country comes from the settings, the environment or
-codecarbon's own configuration, never from a geo lookup over the network (no country at all:
-codecarbon's world-average carbon intensity, said once). The plugin also forces codecarbon's
-outputs to the CSV file alone, so no configuration turns on its API, HTTP, Prometheus or
-Electricity Maps calls.
+train()'s final summary log (which gets ``emissions_kg`` and ``energy_consumed_kwh`` through
+``on_pre_log``, so every logging plugin records them) and on an exception. Each stop appends one
+row to ``emissions.csv``. Offline whatever codecarbon's configuration says: the country comes
+from the settings, the environment or codecarbon's files, never from the network, and the only
+output is the CSV file.
 
-codecarbon catches its own errors (``start()``, ``stop()`` and its constructor log and swallow
-them); the plugin checks what codecarbon left behind and raises when a tracker was not set up or
-recorded nothing, so hooktrain reports the plugin once and training goes on.
+This is a measurement, not a run of a tracking library, so it is no ``TrackerPlugin``: nothing is
+logged at ``on_log``, ``evaluate()`` is not measured, the tracker stops at the summary log rather
+than at train end, and a repeated ``train()`` keeps codecarbon's run id. codecarbon swallows its
+own errors; the plugin raises when a tracker was not set up or recorded nothing, so hooktrain
+reports the plugin once and training goes on. See docs/integrations/codecarbon.md.
 """
 
 from __future__ import annotations
@@ -23,18 +21,16 @@ import json
 import logging
 import os
 import uuid
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
-from hooktrain import hookimpl
-from hooktrain.errors import ConfigError
-from hooktrain.plugin_host.settings import from_environment
+from hooktrain.plugin import ConfigError, from_environment, hookimpl, setting
 
 __all__ = ["CodeCarbonPlugin", "CodeCarbonSettings"]
 
 logger = logging.getLogger("hooktrain")
 
-_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
 @dataclass
@@ -43,25 +39,26 @@ class CodeCarbonSettings:
 
     #: 3-letter ISO code of the country whose energy mix prices a kWh (``FRA``, ``USA``, ...).
     #: Unset: codecarbon's configuration files, else codecarbon's world average (475 g/kWh).
-    country_iso_code: str | None = field(
-        default=None, metadata={"env": "CODECARBON_COUNTRY_ISO_CODE"})
+    country_iso_code: str | None = setting(None, env="CODECARBON_COUNTRY_ISO_CODE")
     #: A US state, Canadian province, ... for codecarbon's regional data (``california``).
-    region: str | None = field(default=None, metadata={"env": "CODECARBON_REGION"})
+    region: str | None = setting(None, env="CODECARBON_REGION")
     #: Where ``emissions.csv`` goes; default ``<output_dir>/codecarbon``.
-    output_dir: str | None = field(default=None, metadata={"env": "CODECARBON_OUTPUT_DIR"})
+    output_dir: str | None = setting(None, env="CODECARBON_OUTPUT_DIR")
     #: The ``project_name`` column; unset: codecarbon's configuration, else ``codecarbon``.
-    project_name: str | None = field(default=None, metadata={"env": "CODECARBON_PROJECT_NAME"})
+    project_name: str | None = setting(None, env="CODECARBON_PROJECT_NAME")
     #: codecarbon's own log level (its logger ``codecarbon``, printed to stderr).
-    log_level: str = field(default="warning", metadata={"env": "CODECARBON_LOG_LEVEL"})
+    log_level: LogLevel = setting("warning", env="CODECARBON_LOG_LEVEL")
 
     def __post_init__(self) -> None:
         if self.country_iso_code is not None:
             self.country_iso_code = self.country_iso_code.strip().upper() or None
-        self.log_level = self.log_level.strip().lower()
-        if self.log_level not in _LOG_LEVELS:
+        # The config and the environment are checked against the Literal before this runs;
+        # settings built in Python (CodeCarbonSettings(log_level="INFO")) are checked here.
+        self.log_level = str(self.log_level).strip().lower()  # type: ignore[assignment]
+        if self.log_level not in get_args(LogLevel):
             raise ConfigError(
-                f"[plugins.codecarbon] log_level (or $CODECARBON_LOG_LEVEL) must be one of "
-                f"{', '.join(_LOG_LEVELS)}, got {self.log_level!r}."
+                f"[plugins.codecarbon] log_level must be one of "
+                f"{', '.join(map(repr, get_args(LogLevel)))}, got {self.log_level!r}."
             )
 
 
@@ -157,8 +154,9 @@ class CodeCarbonPlugin:
         if code not in known:
             raise ConfigError(
                 f"[plugins.codecarbon] country_iso_code (or $CODECARBON_COUNTRY_ISO_CODE, or "
-                f"codecarbon's config file) {code!r} is not a 3-letter ISO code codecarbon has data for (e.g. USA, FRA, "
-                f"DEU, GBR, IND, CHN; codecarbon would silently use its world average)."
+                f"codecarbon's config file) {code!r} is not a 3-letter ISO code codecarbon has "
+                f"data for (e.g. USA, FRA, DEU, GBR, IND, CHN; codecarbon would silently use its "
+                f"world average)."
             )
         return code
 

@@ -10,24 +10,23 @@ attempt's checkpoint back with :func:`restore_checkpoint`, before ``trainer.trai
 
 Outside a Flyte task (no ``current_context().checkpoint``) the plugin switches itself off with
 one message per process. flytekit is never imported for that check: when nothing has imported it
-yet, no Flyte task is running.
+yet, no Flyte task is running. Finding the task and :func:`restore_checkpoint` are in
+:mod:`hooktrain_flyte.task`; this module is the plugin and its decks.
+
+Flyte has no run to open, resume or finish (no run id, no status but the task's own), so this is
+no ``TrackerPlugin``: it reports to the task it was built in. See docs/integrations/flyte.md.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import sys
-import tempfile
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hooktrain import hookimpl
-from hooktrain.integration import run_config
+from hooktrain.plugin import hookimpl, run_config
+
+from hooktrain_flyte.task import Task, restore_checkpoint, restored, task_params
 
 __all__ = ["FlytePlugin", "FlyteSettings", "restore_checkpoint"]
 
@@ -36,8 +35,6 @@ logger = logging.getLogger("hooktrain")
 LOG_HISTORY_DECK = "Log History"
 ARGUMENTS_DECK = "Training Arguments"
 _said: set[str] = set()  # messages said once per process
-#: Task checkpoints restore_checkpoint has handled -> the directory it returned (or None).
-_restored: weakref.WeakKeyDictionary[Any, Path | None] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -56,98 +53,6 @@ def _say_once(key: str, message: str, *args: Any) -> None:
         logger.warning(message, *args)
 
 
-def _task_params() -> Any:
-    """The running Flyte task's ``ExecutionParameters`` (``current_context()``), else ``None``."""
-    if "flytekit" not in sys.modules:  # a Flyte task runs inside flytekit: none is running
-        return None
-    from flytekit.core.context_manager import FlyteContextManager
-
-    state = FlyteContextManager.current_context().execution_state
-    if state is None or state.mode is None or state.user_space_params is None:
-        return None
-    return state.user_space_params
-
-
-def _task_checkpoint(params: Any) -> Any:
-    try:
-        return params.checkpoint
-    except NotImplementedError:  # flytekit's "Checkpointing is not available" (old platforms)
-        return None
-
-
-def restore_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
-    """Put the previous attempt's checkpoint into ``output_dir`` as ``checkpoint-<step>``.
-
-    Call it in the task before ``trainer.train``: in a retried task it downloads the checkpoint
-    the failed attempt synced (``current_context().checkpoint.restore()``) and returns its
-    directory, for ``resume_from_checkpoint=`` (``True`` finds it too). Returns ``None`` when
-    there is nothing to resume: the first attempt, a previous attempt that saved no checkpoint,
-    or no Flyte task at all. An existing ``checkpoint-<step>`` of the same step is kept as it is.
-    Calling it again in the same task returns the same directory.
-    """
-    from hooktrain.checkpoint import PREFIX, TRAINER_STATE
-
-    params = _task_params()
-    checkpoint = _task_checkpoint(params) if params is not None else None
-    if checkpoint is None:
-        logger.info("flyte: no Flyte task checkpoint here; nothing to restore.")
-        return None
-    if checkpoint in _restored:
-        found = _restored[checkpoint]
-        return found if found is None or found.is_dir() else None
-    if not checkpoint.prev_exists():  # the first attempt
-        _restored[checkpoint] = None
-        return None
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".flyte-restore-", dir=output_dir))
-    try:
-        from flytekit.exceptions.user import FlyteDataNotFoundException
-
-        try:  # flytekit downloads once per task; task code may have called restore() itself
-            source = Path(checkpoint.restore(staging) or staging)
-        except FlyteDataNotFoundException:  # the previous attempt's location was never written
-            source = staging
-        if not any(source.iterdir()):
-            logger.warning("flyte: the previous attempt synced no checkpoint; starting afresh.")
-            _restored[checkpoint] = None
-            return None
-        try:
-            step = int(json.loads((source / TRAINER_STATE).read_text())["global_step"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.warning("flyte: the task's previous checkpoint is not a hooktrain checkpoint "
-                           "(%s: %s); starting afresh.", TRAINER_STATE, exc)
-            _restored[checkpoint] = None
-            return None
-        target = output_dir / f"{PREFIX}-{step}"
-        if target.exists():
-            logger.info("flyte: %s exists already; keeping it.", target)
-        else:
-            if source == staging:
-                staging.rename(target)
-            else:  # flytekit's own download, which the task code may still use
-                shutil.copytree(source, target)
-            logger.info("flyte: restored the previous attempt's checkpoint to %s.", target)
-        _restored[checkpoint] = target
-        return target
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-class _Task:
-    """The Flyte task a Trainer was built in: its ``ExecutionParameters`` and checkpoint.
-
-    Held here rather than as plugin attributes: ``ExecutionParameters`` answers any attribute it
-    lacks with an ``AssertionError``, which breaks ``hasattr`` probes of the plugin's attributes.
-    """
-
-    __slots__ = ("params", "checkpoint")
-
-    def __init__(self, params: Any) -> None:
-        self.params = params
-        self.checkpoint = _task_checkpoint(params)  # None when the platform gives none
-
-
 class FlytePlugin:
     """Syncs checkpoints to the Flyte task's checkpoint and saves the log history as a deck."""
 
@@ -159,8 +64,8 @@ class FlytePlugin:
         self._training = False
         # Found once, here: the Trainer is built inside the task, on the task's thread (flytekit
         # keeps its context per thread), and the hooks use what was found even off that thread.
-        params = _task_params()
-        self._task = _Task(params) if params is not None else None
+        params = task_params()
+        self._task = Task(params) if params is not None else None
         if self._task is None:
             _say_once("outside", "flyte: not inside a Flyte task (flytekit's current_context() "
                       "has no task checkpoint), so the flyte plugin is off for this run; it syncs "
@@ -190,7 +95,7 @@ class FlytePlugin:
     def on_train_begin(self, state: Any) -> None:
         self._training = True
         cp = self._task.checkpoint if self._task is not None else None
-        if cp is not None and state.global_step == 0 and cp.prev_exists() and cp not in _restored:
+        if cp is not None and state.global_step == 0 and cp.prev_exists() and cp not in restored:
             logger.warning(
                 "flyte: this task attempt has a previous attempt's checkpoint, but training "
                 "starts from step 0. Resume from it with trainer.train(resume_from_checkpoint="
