@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from hooktrain import Trainer, TrainerCallback, TrainingArguments
-from hooktrain.integration import rewrite_key, run_config
+from hooktrain.plugin import rewrite_key, run_config
 from hooktrain.testing import (
     FailAtStep,
     RegressionDataset,
@@ -239,7 +239,7 @@ def test_allow_offline_false_switches_the_plugin_off_with_one_warning(capsys, ca
 
 
 def test_settings_from_toml_command_line_and_python(tmp_path: Path, capsys) -> None:
-    from hooktrain.errors import ConfigError
+    from hooktrain.plugin import ConfigError
 
     config = tmp_path / "run.toml"
     config.write_text('[training]\noutput_dir = "out"\nreport_to = ["azure_ml"]\n\n'
@@ -288,7 +288,7 @@ def test_a_broken_stdout_mid_run_is_isolated(monkeypatch, caplog) -> None:
     hooktrain's own log printer (``PrinterCallback``, or tqdm's ``ProgressCallback``) prints to
     the same stdout and, being a callback rather than a plugin, would stop training: it is
     removed here, as by a user who reads the logs from plugins only."""
-    from hooktrain.callbacks.printer import PrinterCallback
+    from hooktrain import PrinterCallback
 
     read_end, write_end = os.pipe()
     broken = open(write_end, "w", buffering=1)  # line-buffered: each print writes through

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from dagshub_stand_in import OWNER, REPO, DagsHubStandIn, free_port
 
-from hooktrain.integration import run_config, save_model
+from hooktrain.plugin import run_config, save_model
 from hooktrain.testing import FailAtStep, TinyRegressor, logged_series, run_training
 
 pytestmark = pytest.mark.timeout(120)
@@ -185,7 +185,7 @@ def test_an_unreachable_dagshub_is_isolated_and_costs_seconds(dagshub: DagsHubSt
 
 
 def test_repo_owner_without_repo_name_is_a_clear_error(tmp_path: Path) -> None:
-    from hooktrain.errors import ConfigError
+    from hooktrain.plugin import ConfigError
 
     with pytest.raises(ConfigError, match="both repo_owner and repo_name"):
         run_training(output_dir=tmp_path / "out", report_to=["dagshub"],
@@ -195,8 +195,9 @@ def test_repo_owner_without_repo_name_is_a_clear_error(tmp_path: Path) -> None:
 def test_listed_without_importing_dagshub_or_mlflow() -> None:
     code = ("import sys, hooktrain_dagshub\n"
             "assert not {'dagshub', 'mlflow', 'torch'} & set(sys.modules)\n"
-            "from hooktrain.cli import main\n"
-            "main(['plugins', '--json'])\n")
+            "import runpy\n"  # the `hooktrain plugins --json` command, in this process
+            "sys.argv = ['hooktrain', 'plugins', '--json']\n"
+            "runpy.run_module('hooktrain.cli', run_name='__main__')\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, timeout=60)
     (entry,) = [p for p in json.loads(result.stdout) if p["name"] == "dagshub"]

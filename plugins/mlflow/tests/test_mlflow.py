@@ -37,7 +37,7 @@ def stored_metrics(client: Any, run_id: str) -> dict[str, list[tuple[int, float]
 
 
 def expected_params(args: Any, model: Any) -> dict[str, str]:
-    from hooktrain.integration import run_config
+    from hooktrain.plugin import run_config
 
     return {k: str(v) for k, v in run_config(args, model).items()}
 
@@ -263,7 +263,7 @@ def test_a_server_killed_mid_run_is_isolated_and_costs_seconds(
 
 
 def test_bad_mlflow_tags_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hooktrain.errors import ConfigError
+    from hooktrain.plugin import ConfigError
 
     monkeypatch.setenv("MLFLOW_TAGS", "team=nlp")
     with pytest.raises(ConfigError, match="MLFLOW_TAGS.*JSON object"):
@@ -273,8 +273,9 @@ def test_bad_mlflow_tags_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
 def test_listed_without_importing_mlflow() -> None:
     code = ("import sys, hooktrain_mlflow\n"
             "assert 'mlflow' not in sys.modules and 'torch' not in sys.modules\n"
-            "from hooktrain.cli import main\n"
-            "main(['plugins', '--json'])\n")
+            "import runpy\n"  # the `hooktrain plugins --json` command, in this process
+            "sys.argv = ['hooktrain', 'plugins', '--json']\n"
+            "runpy.run_module('hooktrain.cli', run_name='__main__')\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, timeout=60)
     (entry,) = [p for p in json.loads(result.stdout) if p["name"] == "mlflow"]

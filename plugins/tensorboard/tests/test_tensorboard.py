@@ -116,7 +116,7 @@ def test_writer_is_closed_and_flushed_when_training_fails(tmp_path: Path) -> Non
 
 
 def test_unknown_setting_is_a_clear_error(tmp_path: Path) -> None:
-    from hooktrain.errors import ConfigError
+    from hooktrain.plugin import ConfigError
 
     with pytest.raises(ConfigError, match=r"'logdir' for plugin 'tensorboard'.*log_dir"):
         run_training(output_dir=tmp_path / "out", report_to=["tensorboard"],

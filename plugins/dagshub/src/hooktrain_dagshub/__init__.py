@@ -9,6 +9,7 @@ nothing goes to DagsHub and one warning says so: ``dagshub`` would start an inte
 
 DagsHub's own logger (``DAGsHubLogger``) writes ``metrics.csv`` and ``params.yml`` next to the
 checkpoints either way; a resumed run appends to ``metrics.csv`` instead of truncating it.
+Runs, status, resume and faults are the MLflow plugin's. docs/integrations/dagshub.md has more.
 """
 
 from __future__ import annotations
@@ -16,13 +17,11 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hooktrain import hookimpl
-from hooktrain.errors import ConfigError
-from hooktrain.integration import run_config
+from hooktrain.plugin import ConfigError, hookimpl, run_config, setting
 from hooktrain_mlflow import MLflowPlugin, MLflowSettings, metric_name
 
 __all__ = ["DagsHubPlugin", "DagsHubSettings"]
@@ -35,16 +34,16 @@ class DagsHubSettings(MLflowSettings):
     """The ``[plugins.dagshub]`` table: every MLflow setting, plus DagsHub's."""
 
     #: The repository to log to; ``dagshub.init`` sets the tracking URI and credentials from it.
-    repo_owner: str | None = None
-    repo_name: str | None = None
+    repo_owner: str | None = setting(None)
+    repo_name: str | None = setting(None)
     #: DagsHub's address (a self-hosted instance); default dagshub's own (https://dagshub.com).
-    host: str | None = field(default=None, metadata={"env": "DAGSHUB_CLIENT_HOST"})
+    host: str | None = setting(None, env="DAGSHUB_CLIENT_HOST")
     #: At train end, upload the final model (``model/``) and the logger files (``dagshub/``).
-    log_model: bool = field(default=False, metadata={"env": "HF_DAGSHUB_LOG_ARTIFACTS"})
+    log_model: bool = setting(False, env="HF_DAGSHUB_LOG_ARTIFACTS")
     #: Write DagsHub's logger files ``metrics.csv`` and ``params.yml``.
-    log_files: bool = True
+    log_files: bool = setting(True)
     #: Where those files go; default ``output_dir``.
-    files_dir: str | None = None
+    files_dir: str | None = setting(None)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -67,39 +66,60 @@ class DagsHubPlugin(MLflowPlugin):
         self.files_dir: Path | None = None
         self._append = False  # metrics.csv continues (resumed, or reopened after train end)
 
+    # ---- the files, written with or without a connection to DagsHub ---------------------------
+
     @hookimpl
-    def on_train_begin(self, args: Any, model: Any) -> None:
-        if self._open_files(args):
-            self.files.log_hyperparams(run_config(args, model))
-        super().on_train_begin(args, model)
+    def on_train_begin(self, args: Any, state: Any, model: Any) -> None:
+        with self.failing():
+            if self._open_files(args):
+                self.files.log_hyperparams(run_config(args, model))
+        super().on_train_begin(args, state, model)
 
     @hookimpl
     def on_log(self, args: Any, state: Any, model: Any, logs: dict[str, Any]) -> None:
-        if self._open_files(args):
-            values = {metric_name(k): v for k, v in self._numeric(logs).items()}
-            self.files.log_metrics(values, step_num=state.global_step)
-            self.files.metrics_file.flush()
+        with self.failing():
+            if self._open_files(args):
+                values = {metric_name(k): v for k, v in self.numeric(logs).items()}
+                self.files.log_metrics(values, step_num=state.global_step)
+                self.files.metrics_file.flush()
         super().on_log(args, state, model, logs)
 
     @hookimpl
-    def on_train_end(self, model: Any) -> None:
-        self._close_files()
-        if self.run_id is not None and self.config.log_model and self.files_dir is not None:
-            files = [self.files_dir / name for name in ("metrics.csv", "params.yml")]
-            with self.bounded():
-                for path in files:
-                    if path.exists():
-                        self.client.log_artifact(self.run_id, str(path), "dagshub")
-        super().on_train_end(model)
+    def on_train_end(self, args: Any, state: Any, model: Any) -> None:
+        with self.failing():
+            self._close_files()  # complete before before_finish uploads them
+        super().on_train_end(args, state, model)
 
-    @hookimpl
-    def on_exception(self) -> None:
-        self._close_files()
-        super().on_exception()
+    def before_finish(self, run: str, args: Any, state: Any, model: Any) -> None:
+        if self.config.log_model and self.files_dir is not None:
+            with self.bounded():
+                for name in ("metrics.csv", "params.yml"):
+                    if (self.files_dir / name).exists():
+                        self.client.log_artifact(run, str(self.files_dir / name), "dagshub")
+        super().before_finish(run, args, state, model)
+
+    def end_run(self, failure: BaseException | None = None) -> None:
+        self._close_files()  # also when training or a hook failed, with or without a run
+        super().end_run(failure)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self._append = True
+
+    def _open_files(self, args: Any) -> bool:
+        """Open DagsHub's logger unless it is open; ``False`` when ``log_files`` is off."""
+        if self.files is None and self.config.log_files:
+            self.files_dir = Path(self.config.files_dir or args.output_dir)
+            self.files = _logger(self.files_dir, append=self._append)
+            self._append = True
+        return self.files is not None
+
+    def _close_files(self) -> None:
+        files, self.files = self.files, None
+        if files is not None:
+            files.close()
+
+    # ---- where MLflow runs go -------------------------------------------------------------
 
     def resolve_tracking_uri(self) -> str | None:
         config = self.config
@@ -131,19 +151,6 @@ class DagsHubPlugin(MLflowPlugin):
         where = f"only {self.files_dir}/metrics.csv and params.yml are written" if (
             self.files_dir is not None) else "nothing is logged"
         logger.warning("dagshub: %s; nothing goes to DagsHub, %s.", why, where)
-
-    def _open_files(self, args: Any) -> bool:
-        """Open DagsHub's logger unless it is open; ``False`` when ``log_files`` is off."""
-        if self.files is None and self.config.log_files:
-            self.files_dir = Path(self.config.files_dir or args.output_dir)
-            self.files = _logger(self.files_dir, append=self._append)
-            self._append = True
-        return self.files is not None
-
-    def _close_files(self) -> None:
-        files, self.files = self.files, None
-        if files is not None:
-            files.close()
 
 
 def _logger(directory: Path, append: bool) -> Any:

@@ -1,30 +1,30 @@
 """MLflow tracking for hooktrain: parameters, batched metrics, checkpoints and the run's status.
 
-Everything goes through one ``MlflowClient`` on the training thread, never MLflow's fluent API:
-a failing server raises inside the hook, where hooktrain reports the plugin once and switches it
-off while training finishes (HF's callback kills the run); every request is bounded by
-``request_timeout`` / ``request_max_retries`` (MLflow's defaults, 120 s and 7 retries with
-back-off, make a dead server cost minutes); and no fluent "active run" is left for MLflow's exit
-handler to close as FINISHED after a crash: ``on_exception`` marks the run FAILED first.
+The run lifecycle (open or resume at ``train()``'s start, the id in the checkpoint, FINISHED at
+the end, FAILED when training or one of the plugin's hooks raises) is
+:class:`~hooktrain.plugin.TrackerPlugin`'s; what is MLflow's is here. Everything goes through
+one ``MlflowClient`` on the training thread, never MLflow's fluent API: a failing server raises
+inside the hook, where hooktrain reports the plugin once and switches it off while training
+finishes; every request is bounded by ``request_timeout`` / ``request_max_retries`` (MLflow's
+defaults, 120 s and 7 retries with back-off, make a dead server cost minutes); and no fluent
+"active run" is left for MLflow's exit handler to close as FINISHED after a crash.
+docs/integrations/mlflow.md has more.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from hooktrain import hookimpl
-from hooktrain.errors import ConfigError
-from hooktrain.integration import NumericFilter, run_config, save_model
-from hooktrain.plugin_host.settings import from_environment
+from hooktrain.plugin import TrackerPlugin, hookimpl, save_model
+from hooktrain_mlflow.params import log_missing_params, log_params, run_params
+from hooktrain_mlflow.settings import MLflowSettings
 
 __all__ = ["MLflowPlugin", "MLflowSettings", "metric_name"]
 
@@ -38,60 +38,20 @@ def metric_name(key: str) -> str:
     return _UNSAFE.sub("_", key)
 
 
-@dataclass
-class MLflowSettings:
-    """The ``[plugins.mlflow]`` table; each field falls back to HF's environment variable."""
+class MLflowPlugin(TrackerPlugin):
+    """One MLflow run per ``train()``: parameters, metrics at ``global_step``, status.
 
-    #: Where runs go (``http://...``, ``sqlite:///...``); default MLflow's own tracking URI.
-    tracking_uri: str | None = field(default=None, metadata={"env": "MLFLOW_TRACKING_URI"})
-    #: Experiment (created when missing); default ``MLFLOW_EXPERIMENT_ID``, else "Default".
-    experiment_name: str | None = field(default=None, metadata={"env": "MLFLOW_EXPERIMENT_NAME"})
-    #: Extra run tags: a table, or a JSON object (``MLFLOW_TAGS``).
-    tags: dict[str, Any] | str | None = field(default=None, metadata={"env": "MLFLOW_TAGS"})
-    #: Start a child run of the active MLflow run instead of logging into it.
-    nested_run: bool = field(default=False, metadata={"env": "MLFLOW_NESTED_RUN"})
-    #: Log into this existing run, and end it at the end of training.
-    run_id: str | None = field(default=None, metadata={"env": "MLFLOW_RUN_ID"})
-    #: Log dict-valued parameters as ``key.subkey`` entries.
-    flatten_params: bool = field(default=False, metadata={"env": "MLFLOW_FLATTEN_PARAMS"})
-    #: Log at most this many parameters.
-    max_log_params: int | None = field(default=None, metadata={"env": "MLFLOW_MAX_LOG_PARAMS"})
-    #: Upload each checkpoint, when saved, as ``checkpoint-<step>/``.
-    log_artifacts: bool = field(default=False, metadata={"env": "HF_MLFLOW_LOG_ARTIFACTS"})
-    #: Upload the final model (``model/``: ``model.safetensors``, ``config.json``) at train end.
-    log_model: bool = False
-    #: Seconds per HTTP request, and retries, for this plugin's calls.
-    request_timeout: int = field(default=15, metadata={"env": "MLFLOW_HTTP_REQUEST_TIMEOUT"})
-    request_max_retries: int = field(default=2, metadata={"env": "MLFLOW_HTTP_REQUEST_MAX_RETRIES"})
+    The run the base class holds (:attr:`run`) is the MLflow run's id."""
 
-    def __post_init__(self) -> None:
-        tags = self.tags
-        if isinstance(tags, str):
-            try:
-                self.tags = json.loads(tags)
-            except ValueError:
-                pass
-        if self.tags is not None and not isinstance(self.tags, dict):
-            raise ConfigError("tags (MLFLOW_TAGS) must be a JSON object such as "
-                              f"'{{\"team\": \"nlp\"}}', got {tags!r}.")
-
-
-class MLflowPlugin:
-    """One MLflow run per ``train()``: parameters, metrics at ``global_step``, status."""
-
-    settings: type = MLflowSettings
     plugin_name = "mlflow"
+    settings: type = MLflowSettings
+    config: MLflowSettings
 
     def __init__(self, settings: MLflowSettings | None = None) -> None:
-        self.config = settings or from_environment(self.plugin_name, self.settings)
-        self.run_id: str | None = None
+        super().__init__(settings)
         self.tracking_uri: str | None = None
         self.client: Any = None
-        self._open = False  # between the run's start and its end
-        self._owned = False  # this plugin ends the run (not the user's run around train())
-        self._off = False  # nothing to log to (a subclass without credentials)
-        self._checkpoint_run_id: str | None = None
-        self._numeric = NumericFilter(self.plugin_name)
+        self._after_train = False  # the open run is the one the last train() ended
         self._http_limits = {
             "MLFLOW_HTTP_REQUEST_TIMEOUT": str(self.config.request_timeout),
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.config.request_max_retries),
@@ -99,56 +59,10 @@ class MLflowPlugin:
                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
         }
 
-    # ---- hooks ---------------------------------------------------------------------------
-
-    @hookimpl
-    def on_train_begin(self, args: Any, model: Any) -> None:
-        if self.run_id is not None and not self._open:
-            self.run_id = None  # an earlier train() of this Trainer ended its run: start anew
-        self._start(args, model)
-
-    @hookimpl
-    def on_log(self, args: Any, state: Any, model: Any, logs: dict[str, Any]) -> None:
-        from mlflow.entities import Metric
-        from mlflow.utils.validation import MAX_METRICS_PER_BATCH as BATCH
-
-        if not self._start(args, model):
-            return
-        now = int(time.time() * 1000)
-        metrics = [Metric(metric_name(key), value, now, state.global_step)
-                   for key, value in self._numeric(logs).items()]
-        with self.bounded():
-            for i in range(0, len(metrics), BATCH):  # one request per on_log
-                self.client.log_batch(self.run_id, metrics=metrics[i:i + BATCH], synchronous=True)
-
-    @hookimpl
-    def on_save(self, checkpoint_dir: Path) -> None:
-        if self.config.log_artifacts and self.run_id is not None:
-            with self.bounded():
-                self.client.log_artifacts(self.run_id, str(checkpoint_dir),
-                                          Path(checkpoint_dir).name)
-
-    @hookimpl
-    def on_train_end(self, model: Any) -> None:
-        if self.run_id is not None and self.config.log_model:
-            with tempfile.TemporaryDirectory() as tmp, self.bounded():
-                self.client.log_artifacts(self.run_id, str(save_model(model, tmp)), "model")
-        self._end("FINISHED")
-
-    @hookimpl
-    def on_exception(self) -> None:
-        self._end("FAILED")
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._checkpoint_run_id = state.get("run_id")
-
-    # ---- for subclasses, then the run ------------------------------------------------------
+    # ---- the run -------------------------------------------------------------------------
 
     def resolve_tracking_uri(self) -> str | None:
-        """The tracking URI to log to, or ``None`` to log nothing to MLflow."""
+        """The tracking URI to log to, or ``None`` to log nothing to MLflow (for subclasses)."""
         import mlflow
 
         if self.config.tracking_uri:
@@ -159,53 +73,47 @@ class MLflowPlugin:
                            "logging to MLflow's local default %s.", self.plugin_name, uri)
         return uri
 
-    def _start(self, args: Any, model: Any) -> bool:
-        """Open or reattach the run unless one is there; ``False`` when there is no target."""
-        if self.run_id is not None or self._off:
-            return not self._off
+    def run_id_of(self, run: str) -> str:
+        return run
+
+    def open_run(self, args: Any, state: Any, model: Any, run_id: str | None) -> str | None:
+        self._after_train = run_id is not None and run_id != self.resume_id
+        if self._after_train:
+            # evaluate() after train(): into the run train() ended, its status left alone
+            self.owns_run = False
+            return run_id
         from mlflow import MlflowClient
 
         self.tracking_uri = self.resolve_tracking_uri()
         if self.tracking_uri is None:
-            self._off = True
-            return False
+            return None
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         with self.bounded():
-            self._open_run(args, self._params(args, model))
-        self._open = True
-        return True
+            return self._open_or_attach(args, run_params(args, model, self.config,
+                                                         self.plugin_name), run_id)
 
-    def _open_run(self, args: Any, params: dict[str, str]) -> None:
+    def _open_or_attach(self, args: Any, params: dict[str, str], checkpoint_id: str | None) -> str:
         """In order: ``run_id`` (HF's ``MLFLOW_RUN_ID``); the user's active run around
         ``train()`` (unless ``nested_run``: then a child of it); the checkpoint's run; a new one."""
         import mlflow
-        from mlflow.exceptions import MlflowException
         from mlflow.tracking.context.registry import resolve_tags
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-        given = self.config.tags if isinstance(self.config.tags, dict) else {}
-        client, tags = self.client, {str(k): str(v) for k, v in given.items()}
+        client = self.client
+        tags = {str(k): str(v) for k, v in (self.config.tags or {}).items()}
         active = mlflow.active_run() if self.tracking_uri == mlflow.get_tracking_uri() else None
-        run, owned = None, True
+        run = None
         if self.config.run_id:
             run = client.get_run(self.config.run_id)
         elif active is not None and not self.config.nested_run:
-            run, owned = client.get_run(active.info.run_id), False
-        elif self._checkpoint_run_id is not None:
-            try:
-                run = client.get_run(self._checkpoint_run_id)
-            except MlflowException as exc:
-                if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
-                    raise
-            if run is None or run.info.lifecycle_stage == "deleted":
-                logger.warning("%s: the checkpoint's run %s is not in %s (deleted, or another "
-                               "store); starting a new run.", self.plugin_name,
-                               self._checkpoint_run_id, self.tracking_uri)
-                run = None
-        self._checkpoint_run_id = None
+            run, self.owns_run = client.get_run(active.info.run_id), False  # the user's
+        elif checkpoint_id is not None:
+            run = self._checkpoint_run(checkpoint_id)
         if run is not None:
-            self._attach(run, params, tags, owned)
-            return
+            if self.owns_run and run.info.status != "RUNNING":
+                client.update_run(run.info.run_id, status="RUNNING")
+            log_missing_params(client, run, params, tags, self.plugin_name)
+            return run.info.run_id
         if active is not None:
             tags[MLFLOW_PARENT_RUN_ID] = active.info.run_id
         name = self.config.experiment_name
@@ -214,58 +122,63 @@ class MLflowPlugin:
         else:
             found = client.get_experiment_by_name(name)
             experiment_id = found.experiment_id if found else client.create_experiment(name)
-        run = client.create_run(experiment_id, tags=resolve_tags(tags), run_name=args.run_name)
-        self.run_id, self._owned = run.info.run_id, True
-        self._log_params(params, {})
+        run_id = client.create_run(experiment_id, tags=resolve_tags(tags),
+                                   run_name=args.run_name).info.run_id
+        log_params(client, run_id, params, {})
+        return run_id
 
-    def _attach(self, run: Any, params: dict[str, str], tags: dict[str, str], owned: bool) -> None:
-        self.run_id, self._owned = run.info.run_id, owned
-        if owned and run.info.status != "RUNNING":
-            self.client.update_run(self.run_id, status="RUNNING")
-        logged = run.data.params
-        changed = sorted(k for k, v in params.items() if k in logged and logged[k] != v)
-        if changed:
-            logger.warning("%s: run %s keeps the values it logged first for %s (MLflow parameters "
-                           "cannot change).", self.plugin_name, self.run_id, ", ".join(changed))
-        self._log_params({k: v for k, v in params.items() if k not in logged}, tags)
+    def _checkpoint_run(self, run_id: str) -> Any:
+        """The checkpoint's run, or ``None`` (one warning) when this store does not have it."""
+        from mlflow.exceptions import MlflowException
 
-    def _params(self, args: Any, model: Any) -> dict[str, str]:
-        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+        run = None
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+                raise
+        if run is None or run.info.lifecycle_stage == "deleted":
+            logger.warning("%s: the checkpoint's run %s is not in %s (deleted, or another "
+                           "store); starting a new run.", self.plugin_name, run_id,
+                           self.tracking_uri)
+            return None
+        return run
 
-        params: dict[str, Any] = run_config(args, model)
-        if self.config.flatten_params:  # from the unstringified values
-            config = getattr(model, "config", None)
-            to_dict = getattr(config, "to_dict", None)
-            config = to_dict() if callable(to_dict) else config
-            raw = {**args.to_dict(), **{f"model_config/{k}": v for k, v in (
-                config.items() if isinstance(config, dict) else ())}}
-            params = _flatten({k: raw.get(k, v) for k, v in params.items()})
-        items = [(k, str(v)) for k, v in params.items()][:self.config.max_log_params]
-        limit = MAX_PARAM_VAL_LENGTH  # 6000 characters in MLflow 3
-        long = [k for k, v in items if len(v) > limit]
-        if long:
-            logger.warning("%s: parameter values longer than %d characters are truncated: %s.",
-                           self.plugin_name, limit, ", ".join(long))
-        return {k: v[:limit] for k, v in items}
+    def log_metrics(self, run: str, metrics: dict[str, float], state: Any) -> None:
+        from mlflow.entities import Metric
+        from mlflow.utils.validation import MAX_METRICS_PER_BATCH as BATCH
 
-    def _log_params(self, params: dict[str, str], tags: dict[str, str]) -> None:
-        from mlflow.entities import Param, RunTag
-        from mlflow.utils.validation import MAX_PARAMS_TAGS_PER_BATCH as BATCH
+        now = int(time.time() * 1000)
+        items = [Metric(metric_name(key), value, now, state.global_step)
+                 for key, value in metrics.items()]
+        with self.bounded():
+            for i in range(0, len(items), BATCH):  # one request per on_log
+                self.client.log_batch(run, metrics=items[i:i + BATCH], synchronous=True)
 
-        items = list(params.items())
-        for i in range(0, len(items), BATCH):
-            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in items[i:i + BATCH]],
-                                  synchronous=True)
-        if tags:
-            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()],
-                                  synchronous=True)
+    def before_finish(self, run: str, args: Any, state: Any, model: Any) -> None:
+        if self.config.log_model:
+            with tempfile.TemporaryDirectory() as tmp, self.bounded():
+                self.client.log_artifacts(run, str(save_model(model, tmp)), "model")
 
-    def _end(self, status: str) -> None:
-        if self.run_id is not None and self._open:
-            self._open = False
-            if self._owned:
+    def finish_run(self, run: str, failure: BaseException | None) -> None:
+        with self.bounded():
+            self.client.set_terminated(run, "FINISHED" if failure is None else "FAILED")
+
+    # ---- hooks beyond the base's ---------------------------------------------------------
+
+    @hookimpl
+    def on_train_begin(self, args: Any, state: Any, model: Any) -> None:
+        if self._after_train:
+            self.run = None  # let go of the run evaluate() logged into: a new train(), a new run
+        super().on_train_begin(args, state, model)
+
+    @hookimpl
+    def on_save(self, checkpoint_dir: Path) -> None:
+        with self.failing():
+            if self.config.log_artifacts and self.run is not None:
                 with self.bounded():
-                    self.client.set_terminated(self.run_id, status)
+                    self.client.log_artifacts(self.run, str(checkpoint_dir),
+                                              Path(checkpoint_dir).name)
 
     @contextmanager
     def bounded(self) -> Iterator[None]:
@@ -280,14 +193,3 @@ class MLflowPlugin:
                     del os.environ[key]
                 else:
                     os.environ[key] = value
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """HF's ``flatten_dict``: nested dicts become ``outer.inner`` keys."""
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
