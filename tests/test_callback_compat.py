@@ -15,7 +15,7 @@ import torch
 from hooktrain import TrainerCallback, TrainerControl
 from hooktrain.testing import HookRecorder, RegressionDataset
 
-from callback_compat_helpers import make_trainer
+from trainers import make_trainer
 
 HF_EVENTS = (
     "on_init_end", "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
@@ -58,9 +58,9 @@ for _event in HF_EVENTS:
 def kwargs_run(tmp_path_factory):
     recorder = KwargsRecorder()
     trainer = make_trainer(
-        tmp_path_factory.mktemp("kwargs"), callbacks=[recorder], gradient_accumulation_steps=2,
-        eval_strategy="steps", eval_steps=3, save_strategy="steps", save_steps=2,
-        logging_steps=1, num_train_epochs=3,
+        tmp_path_factory.mktemp("kwargs") / "out", plugins=[recorder],
+        gradient_accumulation_steps=2, eval_strategy="steps", eval_steps=3, save_strategy="steps",
+        save_steps=2, logging_steps=1, num_train_epochs=3,
     )
     init_calls = len(recorder.calls)
     trainer.train()
@@ -151,7 +151,7 @@ def test_returned_control_replaces_the_control(tmp_path):
         def on_step_begin(self, args, state, control, **kwargs):
             seen.append((state.global_step, control))
 
-    trainer = make_trainer(tmp_path, callbacks=[Replacer(), Observer()])
+    trainer = make_trainer(tmp_path / "out", plugins=[Replacer(), Observer()])
     old = trainer.control
     trainer.train()
     (new,) = replaced
@@ -168,7 +168,7 @@ def test_returning_none_keeps_the_control(tmp_path):
         def on_step_end(self, args, state, control, **kwargs):
             return None
 
-    trainer = make_trainer(tmp_path, callbacks=[ReturnsNone()])
+    trainer = make_trainer(tmp_path / "out", plugins=[ReturnsNone()])
     old = trainer.control
     trainer.train()
     assert trainer.control is old
@@ -192,7 +192,7 @@ def test_hf_style_logging_callback_runs_unchanged(tmp_path, caplog):
     callback = PrinterOfLosses()
     recorder = HookRecorder()
     with caplog.at_level(logging.WARNING, logger="hooktrain"):
-        trainer = make_trainer(tmp_path, callbacks=[callback, recorder])
+        trainer = make_trainer(tmp_path / "out", plugins=[callback, recorder])
         output = trainer.train()
     assert callback.losses == [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert "total_flos" in output.metrics
