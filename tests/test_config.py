@@ -251,7 +251,7 @@ def test_reading_a_config_does_not_import_torch(tmp_path):
     import subprocess
     import sys
 
-    from venv_helpers import clean_env
+    from wheel_venv import clean_env
 
     path = tmp_path / "run.toml"
     path.write_text(BASE + '\n[run]\nmodel = "pkg:make"\n')

@@ -2,7 +2,7 @@
 settings (DESIGN §5, §5.1, §6; issue 5).
 
 The sample distributions in ``tests/sample_plugins/`` are built into wheels and installed into
-fresh virtual environments (see ``venv_helpers.py``); every check runs a script with that venv's
+fresh virtual environments (see ``wheel_venv.py``); every check runs a script with that venv's
 interpreter. No entry point is monkeypatched and nothing is installed into this environment.
 
 Samples: ``alpha`` (class with settings, ``level`` falls back to ``$ALPHA_LEVEL``), ``beta``
@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import pytest
 
-from discovery_helpers import SAMPLES
-from discovery_helpers import clean_venv as clean_venv  # a fixture, found by name
+from wheel_venv import SAMPLES
 
 
 # ---- report_to="all": every installed plugin, sorted by entry-point name ----------------------
