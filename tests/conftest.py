@@ -4,6 +4,8 @@ Support code that tests import lives beside this file, each module named for wha
 
 * ``trainers.py``: ``make_trainer``, the one trainer factory beside ``hooktrain.testing``, and
   model and weight helpers;
+* ``checkpoint_runs.py``: runs that leave checkpoints (checkpoint and resume tests);
+* ``hook_trace.py``: the golden hook-order traces' format and helpers;
 * ``wheel_venv.py``: sample plugins built into wheels and installed into fresh venvs.
 
 ``hooktrain.testing`` (the plugin author's test kit) adds ``run_training``, ``hook_recorder`` and
@@ -11,6 +13,9 @@ Support code that tests import lives beside this file, each module named for wha
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,3 +40,17 @@ def full_venv(tmp_path_factory: pytest.TempPathFactory) -> SampleVenv:
 def dup_venv(tmp_path_factory: pytest.TempPathFactory) -> SampleVenv:
     """hooktrain-alpha and hooktrain-alpha-fork, both with an entry point named ``alpha``."""
     return sample_venv(tmp_path_factory, "dup")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """One finished checkpointing run (``checkpoint_runs.train``): a checkpoint every 2 steps
+    (2, 4, 6, 8) and evaluation. Module-scoped: each test module that uses it trains its own copy
+    once; tests that change it work on a ``checkpoint_runs.copy_run``."""
+    # imported here: importing hooktrain.testing before pytest_plugins registers it would keep
+    # pytest from rewriting its asserts
+    from checkpoint_runs import train
+
+    out = tmp_path_factory.mktemp("finished") / "run"
+    trainer = train(out, eval_strategy="steps", eval_steps=2)
+    return out, trainer
