@@ -1,5 +1,6 @@
-"""HF callback code runs on hooktrain with only the import changed (HF_TRAINER_REFERENCE §1.2,
-§2, §3, §4): the keyword arguments HF passes, control chaining, an HF callback end to end.
+"""HF callback code runs on hooktrain with only the import changed
+(docs/migrating-from-transformers.md): the keyword arguments HF passes, control chaining, an HF
+callback end to end.
 
 HF's built-in callbacks are in ``test_callback_compat_builtins.py``, ``TrainerState`` and
 ``TrainerControl`` in ``test_callback_compat_state.py``."""

@@ -1,6 +1,6 @@
 """HF's examples and built-in callbacks run on hooktrain as on HF (docs/events.md,
-docs/migrating-from-transformers.md): control flags set by a callback, ``PrinterCallback``, ``ProgressCallback`` and
-``EarlyStoppingCallback``."""
+docs/migrating-from-transformers.md): control flags set by a callback, ``PrinterCallback``,
+``ProgressCallback`` and ``EarlyStoppingCallback``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``TrainingArguments.from_toml`` and ``hooktrain.config.load_config`` (DESIGN §6).
+"""``TrainingArguments.from_toml`` and ``hooktrain.config.load_config`` (docs/architecture.md,
+"Configuration").
 
 Precedence for ``[training]``: command-line flag > TOML file > Python keyword argument > field
 default. Plugin tables (``[plugins.<name>]``) need installed plugins and are tested through real

@@ -1,5 +1,5 @@
 """Entry-point discovery through real entry points: which plugins load, in what order, with what
-settings (DESIGN §5, §5.1, §6; issue 5).
+settings (issue 5; docs/architecture.md, "Selecting plugins" and "Configuration").
 
 The sample distributions in ``tests/sample_plugins/`` are built into wheels and installed into
 fresh virtual environments (see ``wheel_venv.py``); every check runs a script with that venv's
@@ -108,7 +108,8 @@ def test_entry_point_plugins_sit_after_user_callbacks_and_before_progress(order_
 
 
 def test_entry_point_objects_class_module_instance(order_run):
-    """DESIGN §5.1: a class is instantiated once per Trainer; a module or instance as it is."""
+    """A class is instantiated once per Trainer; a module or instance is used as it is
+    (docs/architecture.md, "Selecting plugins")."""
     r = order_run
     assert r["alpha_class"] == "AlphaPlugin"
     assert r["alpha_per_trainer"] is True

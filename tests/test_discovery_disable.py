@@ -1,4 +1,5 @@
-"""Blocking entry-point plugins by name, before import (DESIGN §5, §5.1, §6; issue 5):
+"""Blocking entry-point plugins by name, before import (issue 5; docs/architecture.md, "Selecting
+plugins" and "Configuration"):
 ``HOOKTRAIN_DISABLE_PLUGIN_AUTOLOAD``, ``HOOKTRAIN_DISABLE_PLUGINS``, ``disable_plugins``.
 
 Real entry points in a fresh venv (see ``wheel_venv.py`` and ``test_discovery.py``); samples

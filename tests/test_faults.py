@@ -1,5 +1,5 @@
-"""Plugin faults (DESIGN §7): isolation of logging plugins, fatal user callbacks, on_exception,
-and per-plugin copies of ``logs`` / ``metrics``."""
+"""Plugin faults (docs/architecture.md, "Faults"): isolation of logging plugins, fatal user
+callbacks, on_exception, and per-plugin copies of ``logs`` / ``metrics``."""
 
 from __future__ import annotations
 

@@ -91,7 +91,8 @@ def test_reference_trace_accumulation_log_eval_save_then_predict(run_training):
         ("on_pre_log", 6, 2.0, "T", SUMMARY),
         ("on_log", 6, 2.0, "T", SUMMARY),
         ("on_train_end", 6, 2.0, "T"),
-        # predict(): should_training_stop stays set after train() (HF §1.6); no on_log
+        # predict(): should_training_stop stays set after train() (as in HF; docs/events.md,
+        # "Control flags"); no on_log
         ("on_prediction_step", 6, 2.0, "T"),
         ("on_prediction_step", 6, 2.0, "T"),
         ("on_predict", 6, 2.0, "T", TEST),
@@ -245,7 +246,8 @@ def test_resume_newest_checkpoint_with_larger_max_steps(tmp_path):
 
 
 def test_resume_middle_checkpoint_under_accumulation(tmp_path):
-    # §1.4's run (5 micro-batches per epoch, GA=2: updates of 2, 2, 1) saving every 2 steps.
+    # The reference trace's run (5 micro-batches per epoch, GA=2: updates of 2, 2, 1) saving every
+    # 2 steps.
     # checkpoint-4 is one update into epoch 1, so the resume skips epoch 0 and the first two
     # micro-batches of epoch 1 silently.
     schedule = dict(

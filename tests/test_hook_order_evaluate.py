@@ -112,7 +112,8 @@ def test_two_eval_datasets_log_and_evaluate_once_each(tmp_path, hook_recorder):
 
 
 def test_two_eval_datasets_during_training(tmp_path, hook_recorder):
-    # HF §1.6: the second data set already sees should_evaluate cleared by the first on_evaluate.
+    # As in HF (docs/events.md, "Control flags"): the second data set already sees
+    # should_evaluate cleared by the first on_evaluate.
     data = RegressionDataset(8, seed=1)
     trainer = make_trainer(
         tmp_path, plugins=[hook_recorder], train_size=8,

@@ -1,5 +1,6 @@
 """HF's callback-list semantics in the plugin manager: the default list, add_callback,
-pop_callback, remove_callback, duplicates (DESIGN §3; HF_TRAINER_REFERENCE §2).
+pop_callback, remove_callback, duplicates (docs/architecture.md, "Two ways to write a plugin";
+docs/migrating-from-transformers.md).
 
 One small test per rule; pluggy-style plugins get the same semantics as TrainerCallbacks.
 """
@@ -70,7 +71,8 @@ def test_add_callback_keeps_call_order(tmp_path):
 
 
 class PluggyRec:
-    """A pluggy-style plugin; DESIGN §3 gives both kinds HF's add/pop/remove semantics."""
+    """A pluggy-style plugin: both kinds get HF's add/pop/remove semantics (docs/architecture.md,
+    "Two ways to write a plugin")."""
 
     def __init__(self):
         self.calls = 0

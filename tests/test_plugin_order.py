@@ -1,4 +1,5 @@
-"""One small test per ordering rule of DESIGN §4 (pluggy ``test_hookcaller.py`` style).
+"""One small test per ordering rule of docs/architecture.md, "Order" (pluggy
+``test_hookcaller.py`` style).
 
 Every test builds a Trainer, registers spies in a chosen sequence, fires ``on_train_begin`` by
 training one step, and asserts the exact list of spies called. The bands, first to last:
