@@ -70,8 +70,8 @@ class StopAfterSave(TrainerCallback):
 def resumable_trainer(output_dir: Path, **kwargs: Any) -> Trainer:
     """:func:`make_trainer` with a checkpoint every step, no evaluation (``eval_size=8`` for
     some) and model seed 1234: a fresh model, identical in every run (all overridable)."""
-    return make_trainer(output_dir, **{"model_seed": 1234, "eval_size": 0, "save_strategy": "steps",
-                                       "save_steps": 1, **kwargs})
+    return make_trainer(output_dir, **{"model_seed": 1234, "eval_size": 0,
+                                       "save_strategy": "steps", "save_steps": 1, **kwargs})
 
 
 def run_interrupted(output_dir: Path, stop_at: int, **kwargs: Any) -> None:

@@ -202,12 +202,9 @@ def test_hf_style_logging_callback_runs_unchanged(tmp_path, caplog):
 def test_hf_trainer_conveniences(tmp_path) -> None:
     from safetensors.torch import load_file
 
-    from hooktrain import Trainer
     from hooktrain.trainer_state import TrainerState
-    from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
 
-    trainer = Trainer(TinyRegressor(), tiny_args(tmp_path / "out", max_steps=2),
-                      train_dataset=RegressionDataset(8))
+    trainer = make_trainer(tmp_path / "out", train_size=8, eval_size=0, max_steps=2)
     trainer.train()
     trainer.save_model(str(tmp_path / "final"))
     saved = load_file(tmp_path / "final" / "model.safetensors")

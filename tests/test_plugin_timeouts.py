@@ -38,8 +38,8 @@ class HangsOnEveryLog:
 
 def trainer_with(tmp_path, plugin, **overrides) -> tuple[Trainer, HookRecorder]:
     recorder = HookRecorder()
-    trainer = make_trainer(tmp_path, plugins=[recorder], model_seed=None, eval_size=0,
-                           plugin_timeout=0.5, **overrides)
+    trainer = make_trainer(tmp_path, plugins=[recorder], eval_size=0, plugin_timeout=0.5,
+                           **overrides)
     trainer.plugin_manager.register_plugin(plugin, band=Band.ENTRY_POINT, name="stuck",
                                            isolated=True)
     return trainer, recorder

@@ -39,7 +39,7 @@ class StopsByReturning:
 
 
 def trainer_with(tmp_path, plugin, all_ranks: bool, world_size: int) -> Trainer:
-    trainer = make_trainer(tmp_path / "out", model_seed=None, eval_size=0)
+    trainer = make_trainer(tmp_path / "out", eval_size=0)
     trainer.plugin_manager.register_plugin(plugin, band=Band.ENTRY_POINT, name="steerer",
                                            isolated=True, all_ranks=all_ranks)
     trainer.callback_handler.set_rank(True, world_size)

@@ -21,7 +21,7 @@ from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
 
 
 def seeded_model(seed: int = 0, dropout: float = 0.0) -> TinyRegressor:
-    """A :class:`TinyRegressor` built right after ``torch.manual_seed(seed)``: the same every time."""
+    """A :class:`TinyRegressor` built right after ``torch.manual_seed(seed)``: always the same."""
     torch.manual_seed(seed)
     return TinyRegressor(dropout=dropout)
 
