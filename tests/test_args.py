@@ -62,7 +62,7 @@ def test_defaults_match_hf(name, expected):
 
 def test_hooktrain_own_defaults():
     args = TrainingArguments()
-    assert args.report_to == "all"  # DESIGN §5
+    assert args.report_to == "all"  # docs/architecture.md, "Selecting plugins"
     assert args.disable_plugins == []
     assert args.plugin_errors == "warn"
     assert args.lr_scheduler_kwargs == {}

@@ -1,5 +1,6 @@
-"""HF callback code runs on hooktrain with only the import changed (HF_TRAINER_REFERENCE §1.2,
-§2, §3, §4): the keyword arguments HF passes, control chaining, an HF callback end to end.
+"""HF callback code runs on hooktrain with only the import changed
+(docs/migrating-from-transformers.md): the keyword arguments HF passes, control chaining, an HF
+callback end to end.
 
 HF's built-in callbacks are in ``test_callback_compat_builtins.py``, ``TrainerState`` and
 ``TrainerControl`` in ``test_callback_compat_state.py``."""
@@ -15,7 +16,7 @@ import torch
 from hooktrain import TrainerCallback, TrainerControl
 from hooktrain.testing import HookRecorder, RegressionDataset
 
-from callback_compat_helpers import make_trainer
+from trainers import make_trainer
 
 HF_EVENTS = (
     "on_init_end", "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
@@ -58,9 +59,9 @@ for _event in HF_EVENTS:
 def kwargs_run(tmp_path_factory):
     recorder = KwargsRecorder()
     trainer = make_trainer(
-        tmp_path_factory.mktemp("kwargs"), callbacks=[recorder], gradient_accumulation_steps=2,
-        eval_strategy="steps", eval_steps=3, save_strategy="steps", save_steps=2,
-        logging_steps=1, num_train_epochs=3,
+        tmp_path_factory.mktemp("kwargs") / "out", plugins=[recorder],
+        gradient_accumulation_steps=2, eval_strategy="steps", eval_steps=3, save_strategy="steps",
+        save_steps=2, logging_steps=1, num_train_epochs=3,
     )
     init_calls = len(recorder.calls)
     trainer.train()
@@ -151,7 +152,7 @@ def test_returned_control_replaces_the_control(tmp_path):
         def on_step_begin(self, args, state, control, **kwargs):
             seen.append((state.global_step, control))
 
-    trainer = make_trainer(tmp_path, callbacks=[Replacer(), Observer()])
+    trainer = make_trainer(tmp_path / "out", plugins=[Replacer(), Observer()])
     old = trainer.control
     trainer.train()
     (new,) = replaced
@@ -168,7 +169,7 @@ def test_returning_none_keeps_the_control(tmp_path):
         def on_step_end(self, args, state, control, **kwargs):
             return None
 
-    trainer = make_trainer(tmp_path, callbacks=[ReturnsNone()])
+    trainer = make_trainer(tmp_path / "out", plugins=[ReturnsNone()])
     old = trainer.control
     trainer.train()
     assert trainer.control is old
@@ -192,7 +193,7 @@ def test_hf_style_logging_callback_runs_unchanged(tmp_path, caplog):
     callback = PrinterOfLosses()
     recorder = HookRecorder()
     with caplog.at_level(logging.WARNING, logger="hooktrain"):
-        trainer = make_trainer(tmp_path, callbacks=[callback, recorder])
+        trainer = make_trainer(tmp_path / "out", plugins=[callback, recorder])
         output = trainer.train()
     assert callback.losses == [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert "total_flos" in output.metrics
@@ -201,12 +202,9 @@ def test_hf_style_logging_callback_runs_unchanged(tmp_path, caplog):
 def test_hf_trainer_conveniences(tmp_path) -> None:
     from safetensors.torch import load_file
 
-    from hooktrain import Trainer
     from hooktrain.trainer_state import TrainerState
-    from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
 
-    trainer = Trainer(TinyRegressor(), tiny_args(tmp_path / "out", max_steps=2),
-                      train_dataset=RegressionDataset(8))
+    trainer = make_trainer(tmp_path / "out", train_size=8, eval_size=0, max_steps=2)
     trainer.train()
     trainer.save_model(str(tmp_path / "final"))
     saved = load_file(tmp_path / "final" / "model.safetensors")

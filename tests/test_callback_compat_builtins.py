@@ -1,6 +1,6 @@
 """HF's examples and built-in callbacks run on hooktrain as on HF (docs/events.md,
-docs/migrating-from-transformers.md): control flags set by a callback, ``PrinterCallback``, ``ProgressCallback`` and
-``EarlyStoppingCallback``."""
+docs/migrating-from-transformers.md): control flags set by a callback, ``PrinterCallback``,
+``ProgressCallback`` and ``EarlyStoppingCallback``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hooktrain import (
 )
 from hooktrain.testing import run_training, tiny_args
 
-from callback_compat_helpers import make_trainer
+from trainers import make_trainer
 
 
 # ---- HF examples -------------------------------------------------------------------------
@@ -85,7 +85,9 @@ def test_printer_callback_prints_every_log_of_a_run(tmp_path, capsys):
 
 
 def test_progress_callback_writes_logs_only_while_training(tmp_path, capsys):
-    trainer = make_trainer(tmp_path, disable_tqdm=False, eval_strategy="steps", eval_steps=4)
+    trainer = make_trainer(
+        tmp_path / "out", disable_tqdm=False, eval_strategy="steps", eval_steps=4,
+    )
     assert isinstance(trainer.callbacks[-1], ProgressCallback)
     trainer.train()
     out = capsys.readouterr().out

@@ -1,5 +1,5 @@
-"""``TrainerState`` and ``TrainerControl`` behave as HF's (HF_TRAINER_REFERENCE §3, §4): JSON
-round trips, values saved as plain numbers, exportable control state, HF's defaults."""
+"""``TrainerState`` and ``TrainerControl`` behave as HF's (docs/migrating-from-transformers.md):
+JSON round trips, values saved as plain numbers, exportable control state, HF's defaults."""
 
 from __future__ import annotations
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from hooktrain import Trainer, TrainerCallback
 from hooktrain.callbacks import PrinterCallback
 from hooktrain.events import EVENT_NAMES
-from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
+from hooktrain.testing import TinyRegressor, tiny_args
+
+from trainers import make_trainer
 
 HF_EVENTS = ("on_init_end", "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
              "on_step_begin", "on_pre_optimizer_step", "on_optimizer_step", "on_substep_end",
@@ -33,8 +35,7 @@ for _event in HF_EVENTS:
 
 def make(tmp_path) -> tuple[Trainer, Recorder]:
     recorder = Recorder()
-    trainer = Trainer(TinyRegressor(), tiny_args(tmp_path), train_dataset=RegressionDataset(8),
-                      callbacks=[recorder])
+    trainer = make_trainer(tmp_path, plugins=[recorder], train_size=8, eval_size=0)
     return trainer, recorder
 
 

@@ -1,4 +1,5 @@
-"""Checkpoint layout, safe loading and on_save (issue 4, DESIGN §7).
+"""Checkpoint layout, safe loading and on_save (issue 4; docs/architecture.md, "Checkpoints and
+resume").
 
 Every run here is tiny (16 samples, batch 4: 4 optimizer steps per epoch, 2 epochs by default).
 Corrupt checkpoints and resume_from_checkpoint=True are in ``test_checkpoint_loading.py``,
@@ -19,8 +20,7 @@ from safetensors.torch import load_file
 from hooktrain import hookimpl
 from hooktrain.trainer_state import TrainerState
 
-from checkpoint_helpers import checkpoint_names, train
-from checkpoint_helpers import finished_run as finished_run  # a fixture, found by name
+from checkpoint_runs import checkpoint_names, train
 
 FILES = {
     "model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json",
@@ -162,7 +162,7 @@ def test_on_save_sees_a_complete_checkpoint(tmp_path):
                 )
             observed.append((path.name, path.is_dir(), names, manifest_ok, state.global_step))
 
-    train(out, save_steps=3, callbacks=[Uploader()])
+    train(out, save_steps=3, plugins=[Uploader()])
     assert [o[0] for o in observed] == ["checkpoint-3", "checkpoint-6", "checkpoint-8"]
     for name, exists, names, manifest_ok, step in observed:
         assert exists, name
@@ -180,6 +180,6 @@ def test_on_save_checkpoint_dir_is_under_output_dir(tmp_path):
         def on_save(self, checkpoint_dir):
             dirs.append(Path(checkpoint_dir))
 
-    train(out, save_steps=4, callbacks=[Watch()])
+    train(out, save_steps=4, plugins=[Watch()])
     assert [d.resolve() for d in dirs] == [(out / "checkpoint-4").resolve(),
                                            (out / "checkpoint-8").resolve()]

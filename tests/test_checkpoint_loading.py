@@ -1,6 +1,6 @@
-"""Loading checkpoints (issue 4, DESIGN §7): a corrupt checkpoint given explicitly is a
-CheckpointError naming the file; resume_from_checkpoint=True skips incomplete checkpoints and
-starts fresh when there is none.
+"""Loading checkpoints (issue 4; docs/architecture.md, "Checkpoints and resume"): a corrupt
+checkpoint given explicitly is a CheckpointError naming the file; resume_from_checkpoint=True
+skips incomplete checkpoints and starts fresh when there is none.
 
 Every run here is tiny (16 samples, batch 4: 4 optimizer steps per epoch, 2 epochs by default).
 """
@@ -20,8 +20,7 @@ from hooktrain import TrainerCallback
 from hooktrain.errors import CheckpointError, ConfigError
 from hooktrain.trainer import Trainer
 
-from checkpoint_helpers import copy_run, make_trainer, train
-from checkpoint_helpers import finished_run as finished_run  # a fixture, found by name
+from checkpoint_runs import checkpointing_trainer, copy_run, train
 
 
 def hooktrain_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -85,7 +84,7 @@ def test_corrupt_explicit_checkpoint_leaves_the_model_untouched(finished_run, tm
     out = copy_run(finished_run, tmp_path)
     target = out / "checkpoint-4" / "optimizer.pt"
     target.write_bytes(target.read_bytes()[:-10])
-    trainer = make_trainer(out)
+    trainer = checkpointing_trainer(out)
     before = weights_of(trainer)
     with pytest.raises(CheckpointError, match=r"optimizer\.pt"):
         trainer.train(resume_from_checkpoint=str(out / "checkpoint-4"))
@@ -105,7 +104,7 @@ def _resume_true_uses(out: Path, caplog: pytest.LogCaptureFixture,
             loaded.append(Path(checkpoint_dir).name)
 
     # max_steps=10: the loaded checkpoint's step is then visible from the steps trained after it
-    trainer = make_trainer(out, callbacks=[Spy()], max_steps=10, **arguments)
+    trainer = checkpointing_trainer(out, plugins=[Spy()], max_steps=10, **arguments)
     with caplog.at_level(logging.WARNING, logger="hooktrain"):
         trainer.train(resume_from_checkpoint=True)
     return trainer, loaded

@@ -1,5 +1,6 @@
-"""Checkpoint rotation (issue 4, DESIGN §7): save_total_limit keeps the newest checkpoints and
-never deletes the best one or the one being resumed from.
+"""Checkpoint rotation (issue 4; docs/architecture.md, "Checkpoints and resume"):
+save_total_limit keeps the newest checkpoints and never deletes the best one or the one being
+resumed from.
 
 Every run here is tiny (16 samples, batch 4: 4 optimizer steps per epoch, 2 epochs by default).
 """
@@ -14,8 +15,7 @@ from safetensors.torch import load_file
 
 from hooktrain import TrainerCallback
 
-from checkpoint_helpers import checkpoint_names, copy_run, train
-from checkpoint_helpers import finished_run as finished_run  # a fixture, found by name
+from checkpoint_runs import checkpoint_names, copy_run, train
 
 
 # ---- rotation --------------------------------------------------------------------------------
@@ -29,7 +29,7 @@ def test_rotation_keeps_the_newest(tmp_path):
         def on_save(self, args, state, control, **kwargs):
             seen.append(checkpoint_names(out))
 
-    train(out, save_steps=1, save_total_limit=3, callbacks=[Watch()])
+    train(out, save_steps=1, save_total_limit=3, plugins=[Watch()])
     assert checkpoint_names(out) == ["checkpoint-6", "checkpoint-7", "checkpoint-8"]
     assert seen[0] == ["checkpoint-1"]
     assert all(len(names) <= 3 for names in seen)
@@ -56,7 +56,7 @@ def test_rotation_never_deletes_the_best_checkpoint_hf_limit_2(tmp_path):
     trainer = train(
         out, eval_strategy="steps", eval_steps=2, save_steps=2, save_total_limit=2,
         load_best_model_at_end=True, metric_for_best_model="score", greater_is_better=True,
-        compute_metrics=_scores(5.0, 1.0, 2.0, 3.0), callbacks=[Watch()],
+        compute_metrics=_scores(5.0, 1.0, 2.0, 3.0), plugins=[Watch()],
     )
     assert trainer.state.best_global_step == 2
     assert trainer.state.best_model_checkpoint == str(out / "checkpoint-2")
@@ -100,7 +100,7 @@ def test_rotation_never_deletes_the_checkpoint_being_resumed_from(finished_run, 
             seen.append(checkpoint_names(out))
 
     # resume from the *older* of two checkpoints, with a limit of 2
-    train(out, resume=str(out / "checkpoint-2"), save_total_limit=2, callbacks=[Watch()])
+    train(out, resume=str(out / "checkpoint-2"), save_total_limit=2, plugins=[Watch()])
     assert seen, "no checkpoint saved after resuming"
     assert all("checkpoint-2" in names for names in seen), seen
     assert all(len(names) <= 3 for names in seen), seen
@@ -117,6 +117,6 @@ def test_rotation_with_resume_true_keeps_the_resumed_checkpoint(finished_run, tm
         def on_save(self, args, state, control, **kwargs):
             seen.append(checkpoint_names(out))
 
-    train(out, resume=True, save_total_limit=1, max_steps=12, callbacks=[Watch()])
+    train(out, resume=True, save_total_limit=1, max_steps=12, plugins=[Watch()])
     assert seen
     assert all("checkpoint-6" in names for names in seen), seen

@@ -1,7 +1,7 @@
 """The ``hooktrain`` command: ``plugins`` (in a venv with real sample plugins) and ``train``.
 
 ``hooktrain plugins`` is checked inside a fresh venv where the sample distributions of
-``tests/sample_plugins/`` are installed as wheels (see ``venv_helpers.py``); hooktrain itself is
+``tests/sample_plugins/`` are installed as wheels (see ``wheel_venv.py``); hooktrain itself is
 visible there through a ``.pth`` file but has no console script, so the venv runs
 ``python -m hooktrain.cli``. ``hooktrain train`` runs in this environment with
 ``report_to="none"``.
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from hooktrain import cli
-from venv_helpers import clean_env, sample_venv
+from wheel_venv import clean_env
 
 JSON_KEYS = {"name", "distribution", "version", "hooks", "status", "reason"}
 
@@ -29,17 +29,6 @@ EXPECTED = {  # name -> (distribution, version, hooks)
     "beta": ("hooktrain-beta", "0.4.0", ["on_log", "on_train_begin", "on_train_end"]),
     "omega": ("aaa-omega", "2.0.0", ["on_log", "on_train_begin"]),
 }
-
-
-@pytest.fixture(scope="session")
-def full_venv(tmp_path_factory):
-    """alpha, beta, omega, broken and typo installed from wheels."""
-    return sample_venv(tmp_path_factory, "full")
-
-
-@pytest.fixture(scope="session")
-def clean_venv(tmp_path_factory):
-    return sample_venv(tmp_path_factory, "clean")
 
 
 def plugins_json(venv, tmp_path, *argv, **env):

@@ -1,4 +1,5 @@
-"""``TrainingArguments.from_toml`` and ``hooktrain.config.load_config`` (DESIGN §6).
+"""``TrainingArguments.from_toml`` and ``hooktrain.config.load_config`` (docs/architecture.md,
+"Configuration").
 
 Precedence for ``[training]``: command-line flag > TOML file > Python keyword argument > field
 default. Plugin tables (``[plugins.<name>]``) need installed plugins and are tested through real
@@ -251,7 +252,7 @@ def test_reading_a_config_does_not_import_torch(tmp_path):
     import subprocess
     import sys
 
-    from venv_helpers import clean_env
+    from wheel_venv import clean_env
 
     path = tmp_path / "run.toml"
     path.write_text(BASE + '\n[run]\nmodel = "pkg:make"\n')

@@ -1,8 +1,8 @@
 """Entry-point discovery through real entry points: which plugins load, in what order, with what
-settings (DESIGN §5, §5.1, §6; issue 5).
+settings (issue 5; docs/architecture.md, "Selecting plugins" and "Configuration").
 
 The sample distributions in ``tests/sample_plugins/`` are built into wheels and installed into
-fresh virtual environments (see ``venv_helpers.py``); every check runs a script with that venv's
+fresh virtual environments (see ``wheel_venv.py``); every check runs a script with that venv's
 interpreter. No entry point is monkeypatched and nothing is installed into this environment.
 
 Samples: ``alpha`` (class with settings, ``level`` falls back to ``$ALPHA_LEVEL``), ``beta``
@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import pytest
 
-from discovery_helpers import SAMPLES
-from discovery_helpers import clean_venv as clean_venv  # a fixture, found by name
+from wheel_venv import SAMPLES
 
 
 # ---- report_to="all": every installed plugin, sorted by entry-point name ----------------------
@@ -109,7 +108,8 @@ def test_entry_point_plugins_sit_after_user_callbacks_and_before_progress(order_
 
 
 def test_entry_point_objects_class_module_instance(order_run):
-    """DESIGN §5.1: a class is instantiated once per Trainer; a module or instance as it is."""
+    """A class is instantiated once per Trainer; a module or instance is used as it is
+    (docs/architecture.md, "Selecting plugins")."""
     r = order_run
     assert r["alpha_class"] == "AlphaPlugin"
     assert r["alpha_per_trainer"] is True

@@ -1,7 +1,8 @@
-"""Blocking entry-point plugins by name, before import (DESIGN §5, §5.1, §6; issue 5):
+"""Blocking entry-point plugins by name, before import (issue 5; docs/architecture.md, "Selecting
+plugins" and "Configuration"):
 ``HOOKTRAIN_DISABLE_PLUGIN_AUTOLOAD``, ``HOOKTRAIN_DISABLE_PLUGINS``, ``disable_plugins``.
 
-Real entry points in a fresh venv (see ``venv_helpers.py`` and ``test_discovery.py``); samples
+Real entry points in a fresh venv (see ``wheel_venv.py`` and ``test_discovery.py``); samples
 ``alpha`` (class), ``beta`` (module), ``omega`` (instance, distribution ``aaa-omega``).
 """
 
@@ -9,8 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from discovery_helpers import SAMPLES, names_with
-from discovery_helpers import clean_venv as clean_venv  # a fixture, found by name
+from wheel_venv import SAMPLES, names_with
 
 
 # ---- blocking by name, before import ---------------------------------------------------------

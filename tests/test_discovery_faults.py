@@ -1,8 +1,8 @@
-"""Entry-point plugins that go wrong, and rank gating (DESIGN §5, §5.1; issue 5): broken imports,
-misspelled hooks, two distributions with one entry-point name, a plugin that raises while
-training, and plugins on a rank other than 0.
+"""Entry-point plugins that go wrong, and rank gating (issue 5; docs/architecture.md, "Selecting
+plugins"): broken imports, misspelled hooks, two distributions with one entry-point name, a plugin
+that raises while training, and plugins on a rank other than 0.
 
-Real entry points in fresh venvs (see ``venv_helpers.py`` and ``test_discovery.py``). Samples:
+Real entry points in fresh venvs (see ``wheel_venv.py`` and ``test_discovery.py``). Samples:
 ``alpha`` (class), ``beta`` (module), ``omega`` (instance, runs on every rank), ``broken`` (its
 dependency is missing), ``typo`` (implements ``on_stepend``), ``alpha-fork`` (a second
 distribution with an entry point named ``alpha``).
@@ -12,21 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from discovery_helpers import SAMPLES, names_with
-from discovery_helpers import clean_venv as clean_venv  # a fixture, found by name
-from venv_helpers import sample_venv
-
-
-@pytest.fixture(scope="session")
-def full_venv(tmp_path_factory):
-    """The clean venv's plugins plus hooktrain-broken and hooktrain-typo."""
-    return sample_venv(tmp_path_factory, "full")
-
-
-@pytest.fixture(scope="session")
-def dup_venv(tmp_path_factory):
-    """hooktrain-alpha and hooktrain-alpha-fork, both with an entry point named ``alpha``."""
-    return sample_venv(tmp_path_factory, "dup")
+from wheel_venv import SAMPLES, names_with
 
 
 # ---- broken imports and misspelled hooks -----------------------------------------------------
@@ -78,7 +64,8 @@ def test_broken_plugin_under_all_is_one_warning_and_the_run_goes_on(broken_run):
 
 
 def test_broken_plugin_is_in_the_end_of_training_summary(broken_run):
-    """DESIGN §5.1: broken imports go to the logger and to the end-of-training summary."""
+    """Broken imports go to the logger and to the end-of-training summary (docs/architecture.md,
+    "Selecting plugins")."""
     assert names_with(broken_run["end_warnings"], "broken"), broken_run["end_warnings"]
 
 

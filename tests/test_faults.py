@@ -1,30 +1,18 @@
-"""Plugin faults (DESIGN §7): isolation of logging plugins, fatal user callbacks, on_exception,
-and per-plugin copies of ``logs`` / ``metrics``."""
+"""Plugin faults (docs/architecture.md, "Faults"): isolation of logging plugins, fatal user
+callbacks, on_exception, and per-plugin copies of ``logs`` / ``metrics``."""
 
 from __future__ import annotations
 
-import copy
 import logging
 
 import pytest
 import torch
 
-from hooktrain import Trainer, TrainerCallback, hookimpl
+from hooktrain import TrainerCallback, hookimpl
 from hooktrain.plugin_host import Band
-from hooktrain.testing import HookRecorder, RegressionDataset, TinyRegressor, tiny_args
+from hooktrain.testing import HookRecorder, RegressionDataset
 
-torch.manual_seed(1234)
-BASE_MODEL = TinyRegressor()
-
-
-def make_trainer(tmp_path, callbacks=(), name="out", **overrides):
-    return Trainer(
-        model=copy.deepcopy(BASE_MODEL),
-        args=tiny_args(tmp_path / name, **overrides),
-        train_dataset=RegressionDataset(16, seed=0),
-        eval_dataset=RegressionDataset(8, seed=1),
-        callbacks=list(callbacks),
-    )
+from trainers import make_trainer
 
 
 class Flaky:
@@ -60,7 +48,7 @@ def hooktrain_records(caplog, level=logging.DEBUG):
 
 def test_isolated_plugin_error_is_reported_once_and_switched_off(tmp_path, caplog):
     recorder = HookRecorder()
-    trainer = make_trainer(tmp_path, callbacks=[recorder])
+    trainer = make_trainer(tmp_path / "out", plugins=[recorder])
     flaky = Flaky()
     add_isolated(trainer, flaky)
     with caplog.at_level(logging.WARNING, logger="hooktrain"):
@@ -97,9 +85,9 @@ def test_isolated_plugin_error_is_reported_once_and_switched_off(tmp_path, caplo
 
 
 def test_isolated_plugin_fault_does_not_change_training(tmp_path):
-    clean = make_trainer(tmp_path, name="clean")
+    clean = make_trainer(tmp_path / "clean")
     clean.train()
-    faulty = make_trainer(tmp_path, name="faulty")
+    faulty = make_trainer(tmp_path / "faulty")
     add_isolated(faulty, Flaky())
     faulty.train()
     assert faulty.plugin_faults
@@ -114,7 +102,7 @@ def test_isolated_plugin_fault_does_not_change_training(tmp_path):
 
 
 def test_run_without_faults_has_no_summary(tmp_path, caplog):
-    trainer = make_trainer(tmp_path)
+    trainer = make_trainer(tmp_path / "out")
     with caplog.at_level(logging.WARNING, logger="hooktrain"):
         trainer.train()
     assert trainer.plugin_faults == []
@@ -122,7 +110,7 @@ def test_run_without_faults_has_no_summary(tmp_path, caplog):
 
 
 def test_plugin_errors_raise_makes_isolated_plugin_fatal(tmp_path):
-    trainer = make_trainer(tmp_path, plugin_errors="raise")
+    trainer = make_trainer(tmp_path / "out", plugin_errors="raise")
     add_isolated(trainer, Flaky(ValueError))
     with pytest.raises(ValueError, match="flaky plugin is broken") as info:
         trainer.train()
@@ -170,7 +158,9 @@ class RaisesIn(TrainerCallback):
 def test_user_callback_error_stops_training_and_fires_on_exception_once(tmp_path, hook, overrides):
     error = Boom("user callback failed")
     recorder = HookRecorder()
-    trainer = make_trainer(tmp_path, callbacks=[RaisesIn(hook, error, step=2), recorder], **overrides)
+    trainer = make_trainer(
+        tmp_path / "out", plugins=[RaisesIn(hook, error, step=2), recorder], **overrides,
+    )
     with pytest.raises(Boom) as info:
         trainer.train()
     assert info.value is error
@@ -194,7 +184,7 @@ def test_error_outside_training_fires_on_exception_once(tmp_path, call):
 
     Failing = type("Failing", (TrainerCallback,), {hook: fail})
     recorder = HookRecorder()
-    trainer = make_trainer(tmp_path, callbacks=[Failing(), recorder])
+    trainer = make_trainer(tmp_path / "out", plugins=[Failing(), recorder])
     recorder.clear()
     with pytest.raises(Boom) as info:
         if call == "evaluate":
@@ -220,7 +210,8 @@ def test_plugin_failing_in_on_exception_does_not_hide_the_error(tmp_path, caplog
 
     error = Boom("original")
     trainer = make_trainer(
-        tmp_path, callbacks=[BrokenTeardown(), RaisesIn("on_step_end", error, step=1), Teardown()]
+        tmp_path / "out",
+        plugins=[BrokenTeardown(), RaisesIn("on_step_end", error, step=1), Teardown()],
     )
     isolated_seen = []
 
@@ -247,7 +238,7 @@ def test_plugin_failing_in_on_exception_does_not_hide_the_error(tmp_path, caplog
 def test_keyboard_interrupt_propagates_and_fires_on_exception(tmp_path, isolated):
     recorder = HookRecorder()
     if isolated:
-        trainer = make_trainer(tmp_path, callbacks=[recorder])
+        trainer = make_trainer(tmp_path / "out", plugins=[recorder])
 
         class Interrupting:
             @hookimpl
@@ -259,7 +250,7 @@ def test_keyboard_interrupt_propagates_and_fires_on_exception(tmp_path, isolated
     else:
         interrupt = KeyboardInterrupt()
         trainer = make_trainer(
-            tmp_path, callbacks=[RaisesIn("on_step_end", interrupt, step=2), recorder]
+            tmp_path / "out", plugins=[RaisesIn("on_step_end", interrupt, step=2), recorder],
         )
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
@@ -309,7 +300,7 @@ class HFVandal(TrainerCallback):
 def test_one_plugins_edits_reach_no_other_plugin(tmp_path, vandal_class):
     recorder = HookRecorder()
     trainer = make_trainer(
-        tmp_path, callbacks=[vandal_class(), recorder], eval_strategy="steps", eval_steps=4
+        tmp_path / "out", plugins=[vandal_class(), recorder], eval_strategy="steps", eval_steps=4,
     )
     trainer.train()
     returned = trainer.evaluate()
@@ -344,7 +335,7 @@ def test_one_plugins_edits_reach_no_other_plugin(tmp_path, vandal_class):
 
 def test_printer_callback_does_not_strip_total_flos(tmp_path):
     recorder = HookRecorder()
-    trainer = make_trainer(tmp_path, callbacks=[recorder], disable_tqdm=True)
+    trainer = make_trainer(tmp_path / "out", plugins=[recorder], disable_tqdm=True)
     output = trainer.train()
     assert "total_flos" in output.metrics
     assert "total_flos" in trainer.state.log_history[-1]
@@ -355,7 +346,7 @@ def test_printer_added_after_construction_still_leaves_total_flos(tmp_path):
     from hooktrain import PrinterCallback
 
     recorder = HookRecorder()
-    trainer = make_trainer(tmp_path, disable_tqdm=True)
+    trainer = make_trainer(tmp_path / "out", disable_tqdm=True)
     trainer.add_callback(PrinterCallback())  # a second printer, before the recorder
     trainer.add_callback(recorder)
     output = trainer.train()

@@ -2,7 +2,7 @@
 
 HF's verified trace, epoch strategies, fractional steps and resumed runs. Each test records every
 hook with :class:`~hooktrain.testing.HookRecorder` and compares the whole run with a literal list
-(the entry format is in ``hook_order_helpers.py``); the reference for every list is
+(the entry format is in ``hook_trace.py``); the reference for every list is
 transformers' own Trainer (HF 5.23, verified; docs/events.md). Evaluation and prediction are in
 ``test_hook_order_evaluate.py``, stopping early and ``on_exception`` in
 ``test_hook_order_control.py``.
@@ -15,7 +15,8 @@ from pathlib import Path
 from hooktrain.events import EVENT_NAMES
 from hooktrain.testing import HookRecorder, RegressionDataset
 
-from hook_order_helpers import EVAL, SUMMARY, TEST, TRAIN_LOG, make_trainer, trace, update
+from hook_trace import EVAL, SUMMARY, TEST, TRAIN_LOG, trace, update
+from trainers import make_trainer
 
 
 # ---- a. the verified trace of transformers' Trainer (docs/events.md) ---------------------
@@ -90,7 +91,8 @@ def test_reference_trace_accumulation_log_eval_save_then_predict(run_training):
         ("on_pre_log", 6, 2.0, "T", SUMMARY),
         ("on_log", 6, 2.0, "T", SUMMARY),
         ("on_train_end", 6, 2.0, "T"),
-        # predict(): should_training_stop stays set after train() (HF §1.6); no on_log
+        # predict(): should_training_stop stays set after train() (as in HF; docs/events.md,
+        # "Control flags"); no on_log
         ("on_prediction_step", 6, 2.0, "T"),
         ("on_prediction_step", 6, 2.0, "T"),
         ("on_predict", 6, 2.0, "T", TEST),
@@ -106,8 +108,8 @@ def test_reference_trace_accumulation_log_eval_save_then_predict(run_training):
 
 def test_epoch_strategies_log_evaluate_save_at_epoch_end(tmp_path, hook_recorder):
     trainer = make_trainer(
-        tmp_path, hook_recorder, per_device_train_batch_size=4, num_train_epochs=2,
-        logging_strategy="epoch", eval_strategy="epoch", save_strategy="epoch",
+        tmp_path, plugins=[hook_recorder], train_size=8, per_device_train_batch_size=4,
+        num_train_epochs=2, logging_strategy="epoch", eval_strategy="epoch", save_strategy="epoch",
     )
     trainer.train()
 
@@ -150,7 +152,7 @@ def test_epoch_strategies_log_evaluate_save_at_epoch_end(tmp_path, hook_recorder
 def test_fractional_steps_and_logging_first_step(tmp_path, hook_recorder):
     # 6 samples / batch 2 = 3 updates per epoch; max_steps=6 -> 2 epochs.
     trainer = make_trainer(
-        tmp_path, hook_recorder, train_size=6, eval_dataset=RegressionDataset(4, seed=1),
+        tmp_path, plugins=[hook_recorder], train_size=6, eval_size=4,
         per_device_train_batch_size=2, max_steps=6, logging_steps=0.25, eval_strategy="steps",
         eval_steps=0.5, save_strategy="steps", save_steps=0.5, logging_first_step=True,
     )
@@ -202,15 +204,16 @@ def test_fractional_steps_and_logging_first_step(tmp_path, hook_recorder):
 def test_resume_newest_checkpoint_with_larger_max_steps(tmp_path):
     # 8 samples / batch 2 = 4 updates per epoch. The first run stops at step 6 (epoch 1.5) and
     # saves checkpoints 3 and 6; the second resumes from checkpoint-6 and goes on to step 10.
-    schedule = dict(per_device_train_batch_size=2, save_strategy="steps", save_steps=3)
+    schedule = dict(train_size=8, per_device_train_batch_size=2, save_strategy="steps",
+                    save_steps=3)
     first = HookRecorder()
-    make_trainer(tmp_path, first, max_steps=6, **schedule).train()
+    make_trainer(tmp_path, plugins=[first], max_steps=6, **schedule).train()
     assert [Path(c.payload["checkpoint_dir"]).name for c in first.of("on_save")] == [
         "checkpoint-3", "checkpoint-6",
     ]
 
     recorder = HookRecorder()
-    trainer = make_trainer(tmp_path, recorder, max_steps=10, **schedule)
+    trainer = make_trainer(tmp_path, plugins=[recorder], max_steps=10, **schedule)
     trainer.train(resume_from_checkpoint=True)
 
     assert trace(recorder) == [
@@ -243,17 +246,18 @@ def test_resume_newest_checkpoint_with_larger_max_steps(tmp_path):
 
 
 def test_resume_middle_checkpoint_under_accumulation(tmp_path):
-    # §1.4's run (5 micro-batches per epoch, GA=2: updates of 2, 2, 1) saving every 2 steps.
+    # The reference trace's run (5 micro-batches per epoch, GA=2: updates of 2, 2, 1) saving every
+    # 2 steps.
     # checkpoint-4 is one update into epoch 1, so the resume skips epoch 0 and the first two
     # micro-batches of epoch 1 silently.
     schedule = dict(
         train_size=10, per_device_train_batch_size=2, gradient_accumulation_steps=2,
         max_steps=6, logging_steps=3, save_strategy="steps", save_steps=2,
     )
-    make_trainer(tmp_path, HookRecorder(), **schedule).train()
+    make_trainer(tmp_path, plugins=[HookRecorder()], **schedule).train()
 
     recorder = HookRecorder()
-    trainer = make_trainer(tmp_path, recorder, **schedule)
+    trainer = make_trainer(tmp_path, plugins=[recorder], **schedule)
     trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))
 
     assert trace(recorder) == [
@@ -277,12 +281,13 @@ def test_resume_middle_checkpoint_under_accumulation(tmp_path):
 
 def test_resume_a_finished_run_fires_no_step_events(tmp_path):
     # docs/checkpoints.md: resuming a finished run trains no extra step (HF trains one).
-    schedule = dict(per_device_train_batch_size=2, max_steps=6, save_strategy="steps",
-                    save_steps=3)
-    make_trainer(tmp_path, HookRecorder(), **schedule).train()
+    schedule = dict(train_size=8, per_device_train_batch_size=2, max_steps=6,
+                    save_strategy="steps", save_steps=3)
+    make_trainer(tmp_path, plugins=[HookRecorder()], **schedule).train()
 
     recorder = HookRecorder()
-    output = make_trainer(tmp_path, recorder, **schedule).train(resume_from_checkpoint=True)
+    trainer = make_trainer(tmp_path, plugins=[recorder], **schedule)
+    output = trainer.train(resume_from_checkpoint=True)
 
     assert recorder.events == [
         "on_init_end", "on_load_checkpoint", "on_train_begin", "on_pre_log", "on_log",
@@ -295,11 +300,12 @@ def test_resume_a_finished_run_fires_no_step_events(tmp_path):
 def test_eval_on_start_also_evaluates_a_resumed_run(tmp_path):
     # HF's loop evaluates on start unconditionally (``if args.eval_on_start: self._evaluate``),
     # resumed or not; docs/events.md shows no exception either.
-    schedule = dict(per_device_train_batch_size=2, save_strategy="steps", save_steps=3)
-    make_trainer(tmp_path, HookRecorder(), max_steps=6, **schedule).train()
+    schedule = dict(train_size=8, per_device_train_batch_size=2, save_strategy="steps",
+                    save_steps=3)
+    make_trainer(tmp_path, plugins=[HookRecorder()], max_steps=6, **schedule).train()
 
     recorder = HookRecorder()
-    trainer = make_trainer(tmp_path, recorder, max_steps=8, eval_strategy="steps",
+    trainer = make_trainer(tmp_path, plugins=[recorder], max_steps=8, eval_strategy="steps",
                            eval_steps=4, eval_on_start=True, **schedule)
     trainer.train(resume_from_checkpoint=True)
 

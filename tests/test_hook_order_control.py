@@ -1,7 +1,7 @@
 """Golden hook order when a run ends early (Lightning ``test_hooks.py`` style): early stopping,
 ``should_epoch_stop``, a stop requested at a substep, and ``on_exception``.
 
-Each test compares the whole trace with a literal list (format: ``hook_order_helpers.py``); the
+Each test compares the whole trace with a literal list (format: ``hook_trace.py``); the
 reference for every list is transformers' own Trainer (HF 5.23, verified; docs/events.md).
 """
 
@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from hooktrain import EarlyStoppingCallback, TrainerCallback, hookimpl
-from hooktrain.testing import RegressionDataset
 
-from hook_order_helpers import EVAL, SUMMARY, make_trainer, trace, update
+from hook_trace import EVAL, SUMMARY, trace, update
+from trainers import make_trainer
 
 
 # ---- e. early stopping -------------------------------------------------------------------
@@ -24,10 +24,9 @@ def test_early_stopping_ends_the_run_after_the_triggering_evaluation(tmp_path, h
     # learning_rate=0: the weights never move, so eval_loss at step 6 equals that at step 3 and
     # patience 1 runs out at the second evaluation, in the middle of epoch 1.
     trainer = make_trainer(
-        tmp_path, hook_recorder, callbacks=(EarlyStoppingCallback(early_stopping_patience=1),),
-        eval_dataset=RegressionDataset(4, seed=1), per_device_train_batch_size=2, max_steps=10,
-        learning_rate=0.0, logging_steps=100, eval_strategy="steps", eval_steps=3,
-        metric_for_best_model="loss",
+        tmp_path, plugins=[EarlyStoppingCallback(early_stopping_patience=1), hook_recorder],
+        train_size=8, eval_size=4, per_device_train_batch_size=2, max_steps=10, learning_rate=0.0,
+        logging_steps=100, eval_strategy="steps", eval_steps=3, metric_for_best_model="loss",
     )
     output = trainer.train()
 
@@ -66,8 +65,10 @@ def test_should_epoch_stop_ends_only_the_current_epoch(tmp_path, hook_recorder):
             if state.global_step == 1:
                 control.should_epoch_stop = True
 
-    trainer = make_trainer(tmp_path, hook_recorder, callbacks=(EndFirstEpochEarly(),),
-                           per_device_train_batch_size=2, logging_steps=100)
+    trainer = make_trainer(
+        tmp_path, plugins=[EndFirstEpochEarly(), hook_recorder], train_size=8,
+        per_device_train_batch_size=2, logging_steps=100,
+    )
     output = trainer.train()
 
     assert trace(hook_recorder) == [
@@ -96,8 +97,10 @@ def test_stop_requested_at_a_substep_skips_the_optimizer_step(tmp_path, hook_rec
         def on_substep_end(self, control) -> None:
             control.should_training_stop = True
 
-    trainer = make_trainer(tmp_path, hook_recorder, callbacks=(StopAtSubstep(),),
-                           per_device_train_batch_size=2, gradient_accumulation_steps=2)
+    trainer = make_trainer(
+        tmp_path, plugins=[StopAtSubstep(), hook_recorder], train_size=8,
+        per_device_train_batch_size=2, gradient_accumulation_steps=2,
+    )
     output = trainer.train()
 
     assert trace(hook_recorder) == [
@@ -142,8 +145,8 @@ class Boom(TrainerCallback):
 def test_on_exception_fires_once_and_the_error_propagates(tmp_path, hook_recorder):
     boom = Boom("on_step_end", at_step=2)
     trainer = make_trainer(
-        tmp_path, hook_recorder, callbacks=(boom,), recorder_first=True,
-        per_device_train_batch_size=2, eval_strategy="steps", eval_steps=2,
+        tmp_path, plugins=[hook_recorder, boom], train_size=8, per_device_train_batch_size=2,
+        eval_strategy="steps", eval_steps=2,
     )
     with pytest.raises(RuntimeError) as excinfo:
         trainer.train()
@@ -166,7 +169,7 @@ def test_on_exception_fires_once_from_nested_evaluate(tmp_path, hook_recorder, h
     # train() -> evaluate() nest; only the outermost call fires on_exception.
     boom = Boom(hook)
     trainer = make_trainer(
-        tmp_path, hook_recorder, callbacks=(boom,), per_device_train_batch_size=2,
+        tmp_path, plugins=[boom, hook_recorder], train_size=8, per_device_train_batch_size=2,
         eval_strategy="steps", eval_steps=2,
     )
     with pytest.raises(RuntimeError) as excinfo:
@@ -181,7 +184,7 @@ def test_on_exception_fires_once_from_nested_evaluate(tmp_path, hook_recorder, h
 
 def test_on_exception_from_evaluate_alone(tmp_path, hook_recorder):
     boom = Boom("on_prediction_step")
-    trainer = make_trainer(tmp_path, hook_recorder, callbacks=(boom,))
+    trainer = make_trainer(tmp_path, plugins=[boom, hook_recorder], train_size=8)
     with pytest.raises(RuntimeError) as excinfo:
         trainer.evaluate()
 

@@ -1,15 +1,16 @@
 """Golden hook order around evaluation (Lightning ``test_hooks.py`` style): ``eval_on_start``,
 ``evaluate()`` and ``predict()`` without training, and several evaluation data sets.
 
-Each test compares the whole trace with a literal list (format: ``hook_order_helpers.py``); the
-reference for every list is ``HF_TRAINER_REFERENCE.md`` §1.4 (HF 5.23, verified).
+Each test compares the whole trace with a literal list (format: ``hook_trace.py``); the
+reference for every list is transformers' own Trainer (HF 5.23, verified; docs/events.md).
 """
 
 from __future__ import annotations
 
 from hooktrain.testing import RegressionDataset
 
-from hook_order_helpers import EVAL, SUMMARY, TEST, TRAIN_LOG, make_trainer, trace, update
+from hook_trace import EVAL, SUMMARY, TEST, TRAIN_LOG, trace, update
+from trainers import make_trainer
 
 
 def eval_keys(prefix: str) -> tuple[str, ...]:
@@ -22,9 +23,9 @@ def eval_keys(prefix: str) -> tuple[str, ...]:
 
 def test_eval_on_start_evaluates_before_the_first_epoch(tmp_path, hook_recorder):
     trainer = make_trainer(
-        tmp_path, hook_recorder, train_size=4, eval_dataset=RegressionDataset(4, seed=1),
-        per_device_train_batch_size=2, num_train_epochs=1, logging_steps=10,
-        eval_strategy="epoch", eval_on_start=True,
+        tmp_path, plugins=[hook_recorder], train_size=4, eval_size=4,
+        per_device_train_batch_size=2, num_train_epochs=1, logging_steps=10, eval_strategy="epoch",
+        eval_on_start=True,
     )
     trainer.train()
 
@@ -53,7 +54,7 @@ def test_eval_on_start_evaluates_before_the_first_epoch(tmp_path, hook_recorder)
 
 
 def test_evaluate_alone(tmp_path, hook_recorder):
-    trainer = make_trainer(tmp_path, hook_recorder)
+    trainer = make_trainer(tmp_path, plugins=[hook_recorder], train_size=8)
     metrics = trainer.evaluate()
 
     assert trace(hook_recorder) == [
@@ -68,7 +69,7 @@ def test_evaluate_alone(tmp_path, hook_recorder):
 
 
 def test_predict_alone_does_not_log(tmp_path, hook_recorder):
-    trainer = make_trainer(tmp_path, hook_recorder, eval_dataset=None)
+    trainer = make_trainer(tmp_path, plugins=[hook_recorder], train_size=8, eval_size=0)
     hook_recorder.clear()  # drop on_init_end
     output = trainer.predict(RegressionDataset(8, seed=2))
 
@@ -87,7 +88,10 @@ def test_predict_alone_does_not_log(tmp_path, hook_recorder):
 
 def test_two_eval_datasets_log_and_evaluate_once_each(tmp_path, hook_recorder):
     data = RegressionDataset(8, seed=1)
-    trainer = make_trainer(tmp_path, hook_recorder, eval_dataset={"a": data, "b": data})
+    trainer = make_trainer(
+        tmp_path, plugins=[hook_recorder], train_size=8,
+        trainer_kwargs={"eval_dataset": {"a": data, "b": data}},
+    )
     metrics = trainer.evaluate()
 
     assert trace(hook_recorder) == [
@@ -108,10 +112,12 @@ def test_two_eval_datasets_log_and_evaluate_once_each(tmp_path, hook_recorder):
 
 
 def test_two_eval_datasets_during_training(tmp_path, hook_recorder):
-    # HF §1.6: the second data set already sees should_evaluate cleared by the first on_evaluate.
+    # As in HF (docs/events.md, "Control flags"): the second data set already sees
+    # should_evaluate cleared by the first on_evaluate.
     data = RegressionDataset(8, seed=1)
     trainer = make_trainer(
-        tmp_path, hook_recorder, eval_dataset={"a": data, "b": data}, max_steps=2,
+        tmp_path, plugins=[hook_recorder], train_size=8,
+        trainer_kwargs={"eval_dataset": {"a": data, "b": data}}, max_steps=2,
         eval_strategy="steps", eval_steps=2,
     )
     trainer.train()

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from trainer_helpers import mae, trainer_for, weights
 
 from hooktrain import Trainer
 from hooktrain.errors import ConfigError
 from hooktrain.testing import RegressionDataset, tiny_args
+
+from trainers import mae, make_trainer, weights
 
 
 
@@ -64,8 +65,7 @@ class TupleModel(_Base):
 def test_model_output_conventions_train_and_evaluate(tmp_path, model_cls):
     model = model_cls()
     before = weights(model)
-    trainer = trainer_for(tmp_path, model=model, logging_steps=2,
-                          trainer_kw={"compute_metrics": mae})
+    trainer = make_trainer(tmp_path / "out", model=model, logging_steps=2, compute_metrics=mae)
     output = trainer.train()
     assert output.global_step == 8
     assert math.isfinite(output.training_loss)
@@ -120,7 +120,9 @@ def test_compute_loss_func_with_dict_dataset(tmp_path):
     def loss_func(outputs, labels, num_items_in_batch=None):
         return nn.functional.mse_loss(outputs, labels)
 
-    trainer = trainer_for(tmp_path, model=PlainNet(), trainer_kw={"compute_loss_func": loss_func})
+    trainer = make_trainer(
+        tmp_path / "out", model=PlainNet(), trainer_kwargs={"compute_loss_func": loss_func},
+    )
     assert trainer.train().global_step == 8
     assert "eval_loss" in trainer.evaluate()
 
@@ -141,7 +143,7 @@ class NoLossDict(NoLossTensor):
 
 @pytest.mark.parametrize("model_cls", [NoLossTensor, NoLossDict])
 def test_model_without_loss_is_a_clear_config_error(tmp_path, model_cls):
-    trainer = trainer_for(tmp_path, model=model_cls())
+    trainer = make_trainer(tmp_path / "out", model=model_cls())
     with pytest.raises(ConfigError) as info:
         trainer.train()
     message = str(info.value)
@@ -157,6 +159,6 @@ def test_trainer_needs_a_model(tmp_path):
 
 
 def test_train_needs_a_train_dataset(tmp_path):
-    trainer = trainer_for(tmp_path, train_size=0)
+    trainer = make_trainer(tmp_path / "out", train_size=0)
     with pytest.raises(ConfigError, match="train_dataset"):
         trainer.train()

@@ -8,15 +8,11 @@ import time
 
 import pytest
 
-from hooktrain import Trainer, TrainerCallback, hookimpl
+from hooktrain import TrainerCallback, hookimpl
 from hooktrain.plugin_host import Band
-from hooktrain.testing import (
-    HookRecorder,
-    RegressionDataset,
-    TinyRegressor,
-    run_training,
-    tiny_args,
-)
+from hooktrain.testing import HookRecorder, run_training
+
+from trainers import make_trainer
 
 
 class BackgroundRecorder(HookRecorder):
@@ -84,8 +80,7 @@ def test_a_failing_background_logger_is_isolated(tmp_path, caplog) -> None:
 
     caplog.set_level(logging.ERROR, logger="hooktrain")
     plain = run_training(output_dir=tmp_path / "plain", logging_steps=1)
-    trainer = Trainer(TinyRegressor(), tiny_args(tmp_path / "run", logging_steps=1),
-                      train_dataset=RegressionDataset(16))
+    trainer = make_trainer(tmp_path / "run", eval_size=0, logging_steps=1)
     trainer.plugin_manager.register_plugin(Flaky(), band=Band.ENTRY_POINT, name="flaky",
                                            isolated=True)
     output = trainer.train()
@@ -104,8 +99,7 @@ def test_raise_mode_makes_a_background_error_fatal(tmp_path) -> None:
         def on_log(self):
             raise OSError("disk full")
 
-    trainer = Trainer(TinyRegressor(), tiny_args(tmp_path, logging_steps=1, plugin_errors="raise"),
-                      train_dataset=RegressionDataset(16))
+    trainer = make_trainer(tmp_path, eval_size=0, logging_steps=1, plugin_errors="raise")
     trainer.plugin_manager.register_plugin(Flaky(), band=Band.ENTRY_POINT, name="flaky",
                                            isolated=True)
     with pytest.raises(OSError, match="disk full"):

@@ -15,12 +15,12 @@ import torch
 from hooktrain import Trainer
 from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
 
+from trainers import make_trainer
 
-def build(cls: type[Trainer], tmp_path, **overrides) -> Trainer:
-    torch.manual_seed(0)
-    args = tiny_args(tmp_path, **{"eval_strategy": "epoch", **overrides})
-    return cls(TinyRegressor(), args, train_dataset=RegressionDataset(16),
-               eval_dataset=RegressionDataset(8, seed=1))
+
+def build(cls: type[Trainer], output_dir, **overrides) -> Trainer:
+    """A ``cls`` trainer from ``make_trainer`` that evaluates every epoch."""
+    return make_trainer(output_dir, trainer_class=cls, **{"eval_strategy": "epoch", **overrides})
 
 
 def test_create_optimizer_override_is_the_optimizer_that_trains(tmp_path) -> None:

@@ -16,7 +16,7 @@ from hooktrain.errors import HookNameError, PluginError
 from hooktrain.plugin_host import HooktrainPluginManager
 from hooktrain.testing import run_training
 
-from plugin_manager_helpers import make_trainer
+from trainers import make_trainer
 
 
 def registered_names(trainer):
@@ -70,14 +70,14 @@ class Wrapper:
 
 def test_misspelled_callback_method_fails_at_construction(tmp_path):
     with pytest.raises(HookNameError, match=r"Misspelled") as info:
-        make_trainer(tmp_path, callbacks=[Misspelled()])
+        make_trainer(tmp_path / "out", plugins=[Misspelled()])
     message = str(info.value)
     assert "on_stepend" in message
     assert "on_step_end" in message
 
 
 def test_misspelled_callback_method_fails_at_add_callback(tmp_path):
-    trainer = make_trainer(tmp_path)
+    trainer = make_trainer(tmp_path / "out")
     before = list(trainer.callbacks)
     with pytest.raises(HookNameError, match=r"Misspelled.*on_stepend.*on_step_end"):
         trainer.add_callback(Misspelled)
@@ -86,11 +86,11 @@ def test_misspelled_callback_method_fails_at_add_callback(tmp_path):
 
 def test_misspelled_pluggy_hook_names_plugin_hook_and_suggestion(tmp_path):
     with pytest.raises(HookNameError, match=r"MisspelledPluggy.*on_evalute.*'on_evaluate'"):
-        make_trainer(tmp_path, callbacks=[MisspelledPluggy()])
+        make_trainer(tmp_path / "out", plugins=[MisspelledPluggy()])
 
 
 def test_hookimpl_argument_no_hook_provides_names_the_plugin(tmp_path):
-    trainer = make_trainer(tmp_path)
+    trainer = make_trainer(tmp_path / "out")
     with pytest.raises(HookNameError, match=r"BadArgument") as info:
         trainer.add_callback(BadArgument())
     assert "lgs" in str(info.value)
@@ -98,7 +98,7 @@ def test_hookimpl_argument_no_hook_provides_names_the_plugin(tmp_path):
 
 def test_methods_without_hookimpl_are_an_error(tmp_path):
     with pytest.raises(PluginError, match=r"Unmarked.*on_log") as info:
-        make_trainer(tmp_path, callbacks=[Unmarked()])
+        make_trainer(tmp_path / "out", plugins=[Unmarked()])
     message = str(info.value)
     assert "@hookimpl" in message
     assert "TrainerCallback" in message
@@ -106,7 +106,7 @@ def test_methods_without_hookimpl_are_an_error(tmp_path):
 
 def test_hook_wrappers_are_rejected(tmp_path):
     with pytest.raises(PluginError, match=r"Wrapper.*wrapper"):
-        make_trainer(tmp_path, callbacks=[Wrapper()])
+        make_trainer(tmp_path / "out", plugins=[Wrapper()])
 
 
 class HalfValidArgument:
@@ -153,7 +153,7 @@ class HalfValidCallback(TrainerCallback):
     "plugin_class", [HalfValidArgument, HalfValidName, HalfValidWrapper, HalfValidCallback]
 )
 def test_failed_registration_leaves_nothing_registered(tmp_path, plugin_class):
-    trainer = make_trainer(tmp_path)
+    trainer = make_trainer(tmp_path / "out")
     callbacks, names = list(trainer.callbacks), registered_names(trainer)
     records = list(trainer.plugin_manager.records())
     plugin = plugin_class()
@@ -177,7 +177,7 @@ def test_pluggy_plugin_receives_only_the_arguments_it_names(tmp_path):
         def on_log(self, state, logs):
             received.append((state, logs))
 
-    trainer = make_trainer(tmp_path, callbacks=[OnlyStateAndLogs()])
+    trainer = make_trainer(tmp_path / "out", plugins=[OnlyStateAndLogs()])
     trainer.train()
     assert received
     for state, logs in received:
@@ -196,7 +196,7 @@ def test_pluggy_plugin_with_no_arguments(tmp_path):
         def on_train_begin(self):
             calls.append("on_train_begin")
 
-    make_trainer(tmp_path, callbacks=[NoArgs()]).train()
+    make_trainer(tmp_path / "out", plugins=[NoArgs()]).train()
     assert calls == ["on_train_begin"]
 
 
@@ -222,7 +222,7 @@ def test_trace_plugins_prints_calls_to_stderr(tmp_path, monkeypatch, capfd):
 
     monkeypatch.setenv("HOOKTRAIN_TRACE_PLUGINS", "1")
     capfd.readouterr()
-    make_trainer(tmp_path, callbacks=[Traced()])
+    make_trainer(tmp_path / "out", plugins=[Traced()])
     err = capfd.readouterr().err
     assert "on_init_end" in err
     assert "Traced" in err
@@ -236,7 +236,7 @@ def test_no_trace_without_the_variable(tmp_path, monkeypatch, capfd):
 
     monkeypatch.delenv("HOOKTRAIN_TRACE_PLUGINS", raising=False)
     capfd.readouterr()
-    make_trainer(tmp_path, callbacks=[Traced()])
+    make_trainer(tmp_path / "out", plugins=[Traced()])
     assert "on_init_end" not in capfd.readouterr().err
 
 

@@ -1,4 +1,5 @@
-"""One small test per ordering rule of DESIGN §4 (pluggy ``test_hookcaller.py`` style).
+"""One small test per ordering rule of docs/architecture.md, "Order" (pluggy
+``test_hookcaller.py`` style).
 
 Every test builds a Trainer, registers spies in a chosen sequence, fires ``on_train_begin`` by
 training one step, and asserts the exact list of spies called. The bands, first to last:
@@ -25,7 +26,8 @@ from hooktrain import (
     hookimpl,
 )
 from hooktrain.plugin_host import Band
-from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
+
+from trainers import make_trainer
 
 # ---- spies -------------------------------------------------------------------------------
 
@@ -92,17 +94,12 @@ class LastSpy(Spy):
         self.calls.append(self.name)
 
 
-def make_trainer(tmp_path: Path, callbacks: tuple[Any, ...] | list[Any] = (),
-                 **overrides: Any) -> Trainer:
-    """A one-step run (``train()`` fires ``on_train_begin`` once) with ``callbacks``."""
-    values: dict[str, Any] = dict(max_steps=1, logging_steps=10)
-    values.update(overrides)
-    return Trainer(
-        model=TinyRegressor(),
-        args=tiny_args(tmp_path, **values),
-        train_dataset=RegressionDataset(8),
-        callbacks=list(callbacks),
-    )
+def short_trainer(output_dir: Path, plugins: tuple[Any, ...] | list[Any] = (),
+                  **overrides: Any) -> Trainer:
+    """``make_trainer`` on 8 samples, one step unless ``max_steps`` says more (``train()`` fires
+    ``on_train_begin`` once), with ``plugins``."""
+    return make_trainer(output_dir, plugins=plugins, train_size=8, eval_size=0,
+                        **{"max_steps": 1, "logging_steps": 10, **overrides})
 
 
 def with_spies(trainer: Trainer, calls: list[str], *, flow: bool = True, reporter: bool = True):
@@ -128,7 +125,7 @@ def register_entry_point(trainer: Trainer, plugin: object, name: str) -> None:
 
 def test_default_flow_first_whatever_the_registration_order(tmp_path):
     calls: list[str] = []
-    trainer = make_trainer(tmp_path, [HFSpy("a", calls), Spy("b", calls)])
+    trainer = short_trainer(tmp_path, [HFSpy("a", calls), Spy("b", calls)])
     trainer.pop_callback(DefaultFlowCallback)
     trainer.add_callback(HFSpy("c", calls))
     trainer.add_callback(FlowSpy(calls))  # registered last of all
@@ -141,7 +138,7 @@ def test_default_flow_first_whatever_the_registration_order(tmp_path):
 def test_flow_subclass_passed_as_a_user_callback_runs_in_the_flow_band(tmp_path):
     # Two flow callbacks share the first band in registration order; both precede users.
     calls: list[str] = []
-    trainer = make_trainer(tmp_path, [HFSpy("user", calls), FlowSpy(calls)])
+    trainer = short_trainer(tmp_path, [HFSpy("user", calls), FlowSpy(calls)])
     trainer.train()
 
     assert calls == ["flow", "user"]
@@ -158,7 +155,7 @@ def test_user_callbacks_in_constructor_order_then_add_callback_order(tmp_path):
         def on_train_begin(self, args, state, control, **kwargs):
             calls.append("by_class")
 
-    trainer = make_trainer(tmp_path, [Spy("a", calls), HFSpy("b", calls), Spy("c", calls)])
+    trainer = short_trainer(tmp_path, [Spy("a", calls), HFSpy("b", calls), Spy("c", calls)])
     trainer.add_callback(HFSpy("d", calls))
     trainer.add_callback(ByClass)
     trainer.add_callback(Spy("e", calls))
@@ -170,7 +167,7 @@ def test_user_callbacks_in_constructor_order_then_add_callback_order(tmp_path):
 def test_removed_and_re_added_callback_goes_to_the_end_of_its_band(tmp_path):
     calls: list[str] = []
     a = HFSpy("a", calls)
-    trainer = make_trainer(tmp_path, [a, HFSpy("b", calls)])
+    trainer = short_trainer(tmp_path, [a, HFSpy("b", calls)])
     trainer.remove_callback(a)
     trainer.add_callback(a)
     trainer.train()
@@ -183,7 +180,7 @@ def test_removed_and_re_added_callback_goes_to_the_end_of_its_band(tmp_path):
 
 def test_entry_point_plugins_after_user_callbacks(tmp_path):
     calls: list[str] = []
-    trainer = make_trainer(tmp_path, [Spy("user1", calls)])
+    trainer = short_trainer(tmp_path, [Spy("user1", calls)])
     register_entry_point(trainer, Spy("ep", calls), "ep")
     trainer.add_callback(HFSpy("user2", calls))  # added after the entry point, still before it
     trainer.train()
@@ -194,7 +191,7 @@ def test_entry_point_plugins_after_user_callbacks(tmp_path):
 def test_entry_point_plugins_keep_their_registration_order(tmp_path):
     # The Trainer registers entry points in report_to order ("all": sorted by name).
     calls: list[str] = []
-    trainer = make_trainer(tmp_path)
+    trainer = short_trainer(tmp_path)
     register_entry_point(trainer, Spy("mlflow", calls), "mlflow")
     register_entry_point(trainer, Spy("tensorboard", calls), "tensorboard")
     register_entry_point(trainer, Spy("aim", calls), "aim")
@@ -208,7 +205,7 @@ def test_entry_point_plugins_keep_their_registration_order(tmp_path):
 
 def test_printer_last(tmp_path):
     calls: list[str] = []
-    trainer = with_spies(make_trainer(tmp_path), calls)
+    trainer = with_spies(short_trainer(tmp_path), calls)
     register_entry_point(trainer, Spy("ep", calls), "ep")  # both registered after the printer
     trainer.add_callback(HFSpy("user", calls))
     trainer.train()
@@ -220,7 +217,7 @@ def test_printer_last(tmp_path):
     ("disable_tqdm", "reporter"), [(True, PrinterCallback), (False, ProgressCallback)]
 )
 def test_builtin_reporter_is_last_in_dispatch_order(tmp_path, disable_tqdm, reporter):
-    trainer = make_trainer(tmp_path, [Spy("user1", [])], disable_tqdm=disable_tqdm)
+    trainer = short_trainer(tmp_path, [Spy("user1", [])], disable_tqdm=disable_tqdm)
     register_entry_point(trainer, Spy("ep", []), "ep")
     trainer.add_callback(HFSpy("user2", []))
 
@@ -232,7 +229,7 @@ def test_builtin_reporter_is_last_in_dispatch_order(tmp_path, disable_tqdm, repo
 
 def test_progress_last(tmp_path):
     calls: list[str] = []
-    trainer = with_spies(make_trainer(tmp_path, disable_tqdm=False), calls, reporter=False)
+    trainer = with_spies(short_trainer(tmp_path, disable_tqdm=False), calls, reporter=False)
     trainer.pop_callback(ProgressCallback)
     trainer.add_callback(ProgressSpy(calls))
     register_entry_point(trainer, Spy("ep", calls), "ep")
@@ -247,7 +244,7 @@ def test_progress_last(tmp_path):
 
 def test_tryfirst_user_plugin_runs_first_among_users(tmp_path):
     calls: list[str] = []
-    trainer = with_spies(make_trainer(tmp_path, [Spy("a", calls), Spy("b", calls)]), calls)
+    trainer = with_spies(short_trainer(tmp_path, [Spy("a", calls), Spy("b", calls)]), calls)
     trainer.add_callback(FirstSpy("first", calls))
     trainer.train()
 
@@ -256,7 +253,7 @@ def test_tryfirst_user_plugin_runs_first_among_users(tmp_path):
 
 def test_trylast_user_plugin_runs_last_among_users(tmp_path):
     calls: list[str] = []
-    trainer = with_spies(make_trainer(tmp_path, [LastSpy("last", calls), Spy("a", calls)]), calls)
+    trainer = with_spies(short_trainer(tmp_path, [LastSpy("last", calls), Spy("a", calls)]), calls)
     register_entry_point(trainer, Spy("ep", calls), "ep")
     trainer.add_callback(Spy("b", calls))
     trainer.train()
@@ -266,7 +263,7 @@ def test_trylast_user_plugin_runs_last_among_users(tmp_path):
 
 def test_tryfirst_entry_point_stays_after_users(tmp_path):
     calls: list[str] = []
-    trainer = with_spies(make_trainer(tmp_path, [Spy("user", calls)]), calls)
+    trainer = with_spies(short_trainer(tmp_path, [Spy("user", calls)]), calls)
     register_entry_point(trainer, Spy("ep1", calls), "ep1")
     register_entry_point(trainer, FirstSpy("ep2", calls), "ep2")
     trainer.train()
@@ -276,7 +273,7 @@ def test_tryfirst_entry_point_stays_after_users(tmp_path):
 
 def test_trylast_entry_point_stays_before_the_printer(tmp_path):
     calls: list[str] = []
-    trainer = with_spies(make_trainer(tmp_path), calls)
+    trainer = with_spies(short_trainer(tmp_path), calls)
     register_entry_point(trainer, LastSpy("ep1", calls), "ep1")
     register_entry_point(trainer, Spy("ep2", calls), "ep2")
     trainer.train()
@@ -287,7 +284,7 @@ def test_trylast_entry_point_stays_before_the_printer(tmp_path):
 def test_two_tryfirst_impls_keep_registration_order(tmp_path):
     calls: list[str] = []
     trainer = with_spies(
-        make_trainer(tmp_path, [Spy("a", calls), FirstSpy("f1", calls), FirstSpy("f2", calls)]),
+        short_trainer(tmp_path, [Spy("a", calls), FirstSpy("f1", calls), FirstSpy("f2", calls)]),
         calls,
     )
     trainer.train()
@@ -304,7 +301,7 @@ def test_tryfirst_user_plugin_sees_default_flow_flags(tmp_path):
         def on_step_end(self, state, control) -> None:
             seen.append((state.global_step, control.should_log))
 
-    make_trainer(tmp_path, [Early()], max_steps=4, logging_steps=2).train()
+    short_trainer(tmp_path, [Early()], max_steps=4, logging_steps=2).train()
 
     assert seen == [(1, False), (2, True), (3, False), (4, True)]
 
@@ -320,7 +317,7 @@ def test_user_callback_sees_flags_set_by_default_flow(tmp_path):
             seen.append((state.global_step, control.should_log, control.should_save,
                          control.should_training_stop))
 
-    trainer = make_trainer(tmp_path, [Watch()], max_steps=3, logging_steps=2,
+    trainer = short_trainer(tmp_path, [Watch()], max_steps=3, logging_steps=2,
                            save_strategy="steps", save_steps=3)
     trainer.pop_callback(DefaultFlowCallback)
     trainer.add_callback(DefaultFlowCallback)  # registered after Watch: still runs before it
@@ -335,7 +332,7 @@ def test_user_callback_clearing_should_log_prevents_the_log(tmp_path):
         def on_step_end(self, control) -> None:
             control.should_log = False
 
-    trainer = make_trainer(tmp_path, [NoLog()], max_steps=4, logging_steps=2)
+    trainer = short_trainer(tmp_path, [NoLog()], max_steps=4, logging_steps=2)
     trainer.train()
 
     assert [sorted(entry) for entry in trainer.state.log_history] == [
@@ -346,7 +343,7 @@ def test_user_callback_clearing_should_log_prevents_the_log(tmp_path):
 
 def test_without_clearing_the_same_run_logs(tmp_path):
     # The control case for the test above: the schedule does log at steps 2 and 4.
-    trainer = make_trainer(tmp_path, max_steps=4, logging_steps=2)
+    trainer = short_trainer(tmp_path, max_steps=4, logging_steps=2)
     trainer.train()
 
     assert [entry["step"] for entry in trainer.state.log_history if "loss" in entry] == [2, 4]
@@ -375,7 +372,7 @@ def test_returned_control_replaces_it_for_later_plugins(tmp_path):
         def on_step_end(self, control) -> None:
             received.append(("keep_pluggy", control))
 
-    trainer = make_trainer(tmp_path, [Replace(), KeepHF(), KeepPluggy()], max_steps=2,
+    trainer = short_trainer(tmp_path, [Replace(), KeepHF(), KeepPluggy()], max_steps=2,
                            logging_steps=1)
     trainer.train()
 
@@ -395,7 +392,7 @@ def test_pluggy_style_plugin_may_return_a_control(tmp_path):
         def on_step_end(self, control):
             return dataclasses.replace(control, should_training_stop=True)
 
-    trainer = make_trainer(tmp_path, [Stop()], max_steps=5)
+    trainer = short_trainer(tmp_path, [Stop()], max_steps=5)
     output = trainer.train()
 
     assert output.global_step == 1

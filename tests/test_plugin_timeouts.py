@@ -15,6 +15,8 @@ from hooktrain.plugin_host import Band, discovery
 from hooktrain.testing import HookRecorder, RegressionDataset, TinyRegressor, tiny_args
 from hooktrain.trainer import Trainer
 
+from trainers import make_trainer
+
 FOREVER = threading.Event()  # never set
 
 
@@ -36,8 +38,8 @@ class HangsOnEveryLog:
 
 def trainer_with(tmp_path, plugin, **overrides) -> tuple[Trainer, HookRecorder]:
     recorder = HookRecorder()
-    trainer = Trainer(TinyRegressor(), tiny_args(tmp_path, plugin_timeout=0.5, **overrides),
-                      train_dataset=RegressionDataset(16), callbacks=[recorder])
+    trainer = make_trainer(tmp_path, plugins=[recorder], eval_size=0, plugin_timeout=0.5,
+                           **overrides)
     trainer.plugin_manager.register_plugin(plugin, band=Band.ENTRY_POINT, name="stuck",
                                            isolated=True)
     return trainer, recorder

@@ -14,7 +14,8 @@ import pytest
 
 from hooktrain import Trainer, TrainerControl, hookimpl
 from hooktrain.plugin_host import Band
-from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
+
+from trainers import make_trainer
 
 
 class StopsInPlace:
@@ -38,8 +39,7 @@ class StopsByReturning:
 
 
 def trainer_with(tmp_path, plugin, all_ranks: bool, world_size: int) -> Trainer:
-    trainer = Trainer(model=TinyRegressor(), args=tiny_args(tmp_path / "out"),
-                      train_dataset=RegressionDataset(16))
+    trainer = make_trainer(tmp_path / "out", eval_size=0)
     trainer.plugin_manager.register_plugin(plugin, band=Band.ENTRY_POINT, name="steerer",
                                            isolated=True, all_ranks=all_ranks)
     trainer.callback_handler.set_rank(True, world_size)

@@ -17,7 +17,7 @@ import torch
 from hooktrain.testing import HookRecorder
 from hooktrain.trainer import Trainer
 
-from resume_helpers import Interrupt, StopAfterSave, make_trainer, run_interrupted
+from checkpoint_runs import Interrupt, StopAfterSave, resumable_trainer, run_interrupted
 
 TIMING_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
 
@@ -73,21 +73,21 @@ PARITY_CASES = {
     "dropout": (6, {"dropout": 0.2, "num_train_epochs": 3, "logging_steps": 4}),
     "several_epochs_shuffled": (9, {"num_train_epochs": 5, "logging_steps": 3}),
     "eval_during_training": (
-        6, {"with_eval": True, "eval_strategy": "steps", "eval_steps": 3, "num_train_epochs": 3}),
+        6, {"eval_size": 8, "eval_strategy": "steps", "eval_steps": 3, "num_train_epochs": 3}),
     "epoch_strategies": (
         8, {"num_train_epochs": 3, "save_strategy": "epoch", "logging_strategy": "epoch",
-            "with_eval": True, "eval_strategy": "epoch"}),
+            "eval_size": 8, "eval_strategy": "epoch"}),
     "max_steps_mid_epoch": (5, {"max_steps": 10, "logging_steps": 3}),
     "drop_last_grad_accum": (
         3, {"dataloader_drop_last": True, "train_size": 30, "gradient_accumulation_steps": 3,
             "num_train_epochs": 4, "dropout": 0.2}),
     "best_model_at_end_with_rotation": (
-        6, {"num_train_epochs": 3, "with_eval": True, "eval_strategy": "steps", "eval_steps": 2,
+        6, {"num_train_epochs": 3, "eval_size": 8, "eval_strategy": "steps", "eval_steps": 2,
             "save_steps": 2, "save_total_limit": 2, "load_best_model_at_end": True,
             "dropout": 0.2, "learning_rate": 0.5}),  # best: step 4, before the stop
     "everything": (
         5, {"dropout": 0.2, "gradient_accumulation_steps": 2, "train_size": 22,
-            "num_train_epochs": 4, "with_eval": True, "eval_strategy": "steps", "eval_steps": 2,
+            "num_train_epochs": 4, "eval_size": 8, "eval_strategy": "steps", "eval_steps": 2,
             "logging_steps": 3, "lr_scheduler_type": "cosine", "warmup_steps": 2}),
 }
 
@@ -95,14 +95,14 @@ PARITY_CASES = {
 @pytest.mark.parametrize("case", list(PARITY_CASES))
 def test_resume_parity(tmp_path, case):
     stop_at, kwargs = PARITY_CASES[case]
-    reference = make_trainer(tmp_path / "reference", **kwargs)
+    reference = resumable_trainer(tmp_path / "reference", **kwargs)
     ref_output = reference.train()
     ref_rng = torch.get_rng_state()
     assert 0 < stop_at < reference.state.global_step
 
     out = tmp_path / "run"
     run_interrupted(out, stop_at, **kwargs)
-    resumed = make_trainer(out, **kwargs)
+    resumed = resumable_trainer(out, **kwargs)
     output = resumed.train(resume_from_checkpoint=str(out / f"checkpoint-{stop_at}"))
 
     assert_identical(reference, resumed)
@@ -114,26 +114,26 @@ def test_resume_parity(tmp_path, case):
 def test_resume_parity_with_resume_true_and_a_second_interruption(tmp_path):
     kwargs = {"dropout": 0.2, "num_train_epochs": 4, "logging_steps": 3,
               "gradient_accumulation_steps": 2, "train_size": 20}
-    reference = make_trainer(tmp_path / "reference", **kwargs)
+    reference = resumable_trainer(tmp_path / "reference", **kwargs)
     reference.train()
     out = tmp_path / "run"
     run_interrupted(out, 2, **kwargs)
-    first = make_trainer(out, callbacks=[StopAfterSave(7)], **kwargs)
+    first = resumable_trainer(out, plugins=[StopAfterSave(7)], **kwargs)
     with pytest.raises(Interrupt):
         first.train(resume_from_checkpoint=True)
-    resumed = make_trainer(out, **kwargs)
+    resumed = resumable_trainer(out, **kwargs)
     resumed.train(resume_from_checkpoint=True)
     assert_identical(reference, resumed)
 
 
 def test_resume_of_a_finished_run_trains_no_extra_step(tmp_path):
     out = tmp_path / "run"
-    first = make_trainer(out, save_steps=3, dropout=0.2)
+    first = resumable_trainer(out, save_steps=3, dropout=0.2)
     first.train()
     assert first.state.global_step == 8
     weights = {k: v.clone() for k, v in first.model.state_dict().items()}
     recorder = HookRecorder()
-    again = make_trainer(out, save_steps=3, dropout=0.2, callbacks=[recorder])
+    again = resumable_trainer(out, save_steps=3, dropout=0.2, plugins=[recorder])
     output = again.train(resume_from_checkpoint=True)
     assert output.global_step == 8
     assert again.state.global_step == 8
@@ -147,7 +147,7 @@ def test_on_load_checkpoint_fires_after_restore_before_train_begin(tmp_path):
     out = tmp_path / "run"
     run_interrupted(out, 3)
     recorder = HookRecorder()
-    trainer = make_trainer(out, callbacks=[recorder])
+    trainer = resumable_trainer(out, plugins=[recorder])
     trainer.train(resume_from_checkpoint=True)
     loads = recorder.of("on_load_checkpoint")
     assert len(loads) == 1

@@ -3,7 +3,7 @@ early-stopping counters, one warning for a plugin in only one of checkpoint and 
 arguments, not the checkpoint, decide the schedule and max_steps.
 
 Interrupted runs are stopped by a callback that raises right after the checkpoint at step K was
-written (``resume_helpers.py``); parity with an uninterrupted run is in ``test_resume.py``.
+written (``checkpoint_runs.py``); parity with an uninterrupted run is in ``test_resume.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from hooktrain import EarlyStoppingCallback, ExportableState, TrainerCallback, hookimpl
 from hooktrain.testing import HookRecorder
 
-from resume_helpers import make_trainer, run_interrupted
+from checkpoint_runs import resumable_trainer, run_interrupted
 
 
 # ---- plugin state ----------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def test_plugin_states_are_restored_per_instance(tmp_path):
     out = tmp_path / "run"
     kwargs = {"num_train_epochs": 3}  # 12 steps
     first = [StepCounter(1), StepCounter(10), PluggyCounter(1), PluggyCounter(100)]
-    run_interrupted(out, 6, callbacks=first, **kwargs)
+    run_interrupted(out, 6, plugins=first, **kwargs)
     assert [p.count for p in first] == [6, 60, 6, 600]
 
     stored = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
@@ -84,7 +84,7 @@ def test_plugin_states_are_restored_per_instance(tmp_path):
     assert counts == [6, 6, 60, 600]
 
     second = [StepCounter(1), StepCounter(10), PluggyCounter(1), PluggyCounter(100)]
-    make_trainer(out, callbacks=second, **kwargs).train(
+    resumable_trainer(out, plugins=second, **kwargs).train(
         resume_from_checkpoint=str(out / "checkpoint-6"))
     assert [p.at_train_begin for p in second] == [6, 60, 6, 600]
     assert [p.count for p in second] == [12, 120, 12, 1200]
@@ -94,7 +94,7 @@ def test_plugin_states_are_restored_per_instance(tmp_path):
 def test_plugin_state_is_replaced_at_every_save_not_appended(tmp_path):
     """HF #33875: with two instances of one class, each save appended both states again."""
     out = tmp_path / "run"
-    make_trainer(out, callbacks=[StepCounter(1), StepCounter(2)], save_steps=2).train()
+    resumable_trainer(out, plugins=[StepCounter(1), StepCounter(2)], save_steps=2).train()
     for step in (2, 4, 6, 8):
         states = json.loads((out / f"checkpoint-{step}" / "trainer_state.json").read_text())
         plugin = {k: v for k, v in states["stateful_callbacks"].items() if k != "TrainerControl"}
@@ -104,9 +104,9 @@ def test_plugin_state_is_replaced_at_every_save_not_appended(tmp_path):
 def test_plugin_state_restored_by_default_without_opt_in(tmp_path):
     """HF restores callback state only with restore_callback_states_from_checkpoint=True."""
     out = tmp_path / "run"
-    run_interrupted(out, 3, callbacks=[StepCounter(1)])
+    run_interrupted(out, 3, plugins=[StepCounter(1)])
     counter = StepCounter(1)
-    make_trainer(out, callbacks=[counter]).train(resume_from_checkpoint=True)
+    resumable_trainer(out, plugins=[counter]).train(resume_from_checkpoint=True)
     assert counter.at_train_begin == 3
     assert counter.count == 8
 
@@ -124,7 +124,7 @@ def _scores(values: list[float]):
 
 
 ES_ARGS = {
-    "num_train_epochs": 3, "with_eval": True, "eval_strategy": "steps", "eval_steps": 2,
+    "num_train_epochs": 3, "eval_size": 8, "eval_strategy": "steps", "eval_steps": 2,
     "save_steps": 2, "metric_for_best_model": "score", "greater_is_better": True,
 }
 
@@ -136,13 +136,14 @@ def _two_early_stoppers() -> list[EarlyStoppingCallback]:
 
 def test_two_early_stopping_callbacks_keep_their_own_counters(tmp_path):
     reference = _two_early_stoppers()
-    make_trainer(tmp_path / "reference", callbacks=reference, compute_metrics=_scores(SCORES),
-                 **ES_ARGS).train()
+    resumable_trainer(
+        tmp_path / "reference", plugins=reference, compute_metrics=_scores(SCORES), **ES_ARGS,
+    ).train()
     assert [c.early_stopping_patience_counter for c in reference] == [3, 5]
 
     out = tmp_path / "run"
     first = _two_early_stoppers()
-    run_interrupted(out, 8, callbacks=first, compute_metrics=_scores(SCORES), **ES_ARGS)
+    run_interrupted(out, 8, plugins=first, compute_metrics=_scores(SCORES), **ES_ARGS)
     assert [c.early_stopping_patience_counter for c in first] == [1, 3]
 
     seen: dict[str, list[int]] = {}
@@ -152,8 +153,9 @@ def test_two_early_stopping_callbacks_keep_their_own_counters(tmp_path):
             seen["at_load"] = [c.early_stopping_patience_counter for c in second]
 
     second = _two_early_stoppers()
-    trainer = make_trainer(out, callbacks=[*second, AtLoad()], compute_metrics=_scores(SCORES[4:]),
-                           **ES_ARGS)
+    trainer = resumable_trainer(
+        out, plugins=[*second, AtLoad()], compute_metrics=_scores(SCORES[4:]), **ES_ARGS,
+    )
     trainer.train(resume_from_checkpoint=str(out / "checkpoint-8"))
     assert seen["at_load"] == [1, 3]
     assert [c.early_stopping_patience_counter for c in second] == [3, 5]
@@ -170,8 +172,9 @@ def test_two_identical_early_stopping_callbacks_never_crash_mid_run(tmp_path):
     stoppers = [EarlyStoppingCallback(100), EarlyStoppingCallback(100)]
     trainer = None
     try:
-        trainer = make_trainer(out, callbacks=stoppers, compute_metrics=_scores(SCORES),
-                               **ES_ARGS)
+        trainer = resumable_trainer(
+            out, plugins=stoppers, compute_metrics=_scores(SCORES), **ES_ARGS,
+        )
         trainer.train()
     except Exception:  # noqa: BLE001 - refusing up front is acceptable
         steps = trainer.state.global_step if trainer is not None else 0
@@ -179,7 +182,7 @@ def test_two_identical_early_stopping_callbacks_never_crash_mid_run(tmp_path):
         return
     assert trainer.state.global_step == 12
     resumed = [EarlyStoppingCallback(100), EarlyStoppingCallback(100)]
-    make_trainer(out, callbacks=resumed, compute_metrics=_scores([]), **ES_ARGS).train(
+    resumable_trainer(out, plugins=resumed, compute_metrics=_scores([]), **ES_ARGS).train(
         resume_from_checkpoint=True)
     assert [c.early_stopping_patience_counter for c in resumed] == [
         c.early_stopping_patience_counter for c in stoppers]
@@ -192,9 +195,9 @@ def _warnings_naming(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
 
 def test_plugin_in_checkpoint_but_not_in_run_is_one_warning(tmp_path, caplog):
     out = tmp_path / "run"
-    run_interrupted(out, 3, callbacks=[StepCounter(1)])
+    run_interrupted(out, 3, plugins=[StepCounter(1)])
     with caplog.at_level(logging.WARNING, logger="hooktrain"):
-        trainer = make_trainer(out)
+        trainer = resumable_trainer(out)
         trainer.train(resume_from_checkpoint=True)
     assert trainer.state.global_step == 8
     assert len(_warnings_naming(caplog, "StepCounter")) == 1, caplog.text
@@ -205,7 +208,7 @@ def test_new_stateful_plugin_not_in_checkpoint_is_one_warning(tmp_path, caplog):
     run_interrupted(out, 3)
     counter, pluggy_counter = StepCounter(1), PluggyCounter(1)
     with caplog.at_level(logging.WARNING, logger="hooktrain"):
-        trainer = make_trainer(out, callbacks=[counter, pluggy_counter])
+        trainer = resumable_trainer(out, plugins=[counter, pluggy_counter])
         trainer.train(resume_from_checkpoint=True)
     assert trainer.state.global_step == 8
     assert len(_warnings_naming(caplog, "StepCounter")) == 1, caplog.text
@@ -221,7 +224,7 @@ def test_new_stateful_plugin_not_in_checkpoint_is_one_warning(tmp_path, caplog):
 def test_new_arguments_schedule_wins_over_the_checkpoint(tmp_path):
     """HF #36303: the checkpoint's logging/eval/save steps must not override new arguments."""
     out = tmp_path / "run"
-    old = {"num_train_epochs": 3, "with_eval": True, "eval_strategy": "steps"}
+    old = {"num_train_epochs": 3, "eval_size": 8, "eval_strategy": "steps"}
     run_interrupted(out, 4, logging_steps=2, eval_steps=2, save_steps=2, **old)
     saves: list[int] = []
 
@@ -229,8 +232,9 @@ def test_new_arguments_schedule_wins_over_the_checkpoint(tmp_path):
         def on_save(self, args, state, control, **kwargs):
             saves.append(state.global_step)
 
-    trainer = make_trainer(out, callbacks=[Saves()], logging_steps=3, eval_steps=3, save_steps=3,
-                           **old)
+    trainer = resumable_trainer(
+        out, plugins=[Saves()], logging_steps=3, eval_steps=3, save_steps=3, **old,
+    )
     trainer.train(resume_from_checkpoint=str(out / "checkpoint-4"))
     state = trainer.state
     assert (state.logging_steps, state.eval_steps, state.save_steps) == (3, 3, 3)
@@ -244,7 +248,7 @@ def test_new_arguments_schedule_wins_over_the_checkpoint(tmp_path):
 
 
 ES_STOP_ARGS = {
-    "num_train_epochs": 3, "with_eval": True, "eval_strategy": "steps", "eval_steps": 2,
+    "num_train_epochs": 3, "eval_size": 8, "eval_strategy": "steps", "eval_steps": 2,
     "save_steps": 2, "metric_for_best_model": "score", "greater_is_better": True,
 }
 
@@ -256,8 +260,9 @@ def test_resume_after_early_stopping_trains_on_until_the_restored_counter_stops_
     does not improve stops the resumed run again."""
     out = tmp_path / "run"
     stopper = EarlyStoppingCallback(early_stopping_patience=1)
-    first = make_trainer(out, callbacks=[stopper], compute_metrics=_scores([2.0, 1.0, 3.0, 4.0]),
-                         **ES_STOP_ARGS)
+    first = resumable_trainer(
+        out, plugins=[stopper], compute_metrics=_scores([2.0, 1.0, 3.0, 4.0]), **ES_STOP_ARGS,
+    )
     first.train()
     assert first.state.global_step == 4  # stopped by early stopping, max_steps is 12
     assert stopper.early_stopping_patience_counter == 1
@@ -265,8 +270,10 @@ def test_resume_after_early_stopping_trains_on_until_the_restored_counter_stops_
 
     recorder = HookRecorder()
     again_stopper = EarlyStoppingCallback(early_stopping_patience=1)
-    again = make_trainer(out, callbacks=[again_stopper, recorder],
-                         compute_metrics=_scores([0.5, 4.0, 5.0, 6.0]), **ES_STOP_ARGS)
+    again = resumable_trainer(
+        out, plugins=[again_stopper, recorder], compute_metrics=_scores([0.5, 4.0, 5.0, 6.0]),
+        **ES_STOP_ARGS,
+    )
     again.train(resume_from_checkpoint=str(out / "checkpoint-4") if resume == "path" else True)
     assert [c.global_step for c in recorder.of("on_evaluate")] == [6]
     assert again.state.global_step == 6
@@ -280,11 +287,11 @@ def test_a_run_a_callback_stopped_continues_when_resumed_to_the_uninterrupted_we
                 control.should_training_stop = True
 
     schedule = {"max_steps": 8, "save_steps": 4}
-    reference = make_trainer(tmp_path / "reference", **schedule)
+    reference = resumable_trainer(tmp_path / "reference", **schedule)
     reference.train()
     out = tmp_path / "run"
-    make_trainer(out, callbacks=[StopAt()], **schedule).train()
-    resumed = make_trainer(out, **schedule)
+    resumable_trainer(out, plugins=[StopAt()], **schedule).train()
+    resumed = resumable_trainer(out, **schedule)
     resumed.train(resume_from_checkpoint=True)
     assert resumed.state.global_step == 8
     for key, value in resumed.model.state_dict().items():
@@ -294,8 +301,8 @@ def test_a_run_a_callback_stopped_continues_when_resumed_to_the_uninterrupted_we
 def test_resume_with_larger_max_steps_continues_a_finished_run(tmp_path):
     """The stop saved at the old max_steps does not stop a longer run (docs/checkpoints.md)."""
     out = tmp_path / "run"
-    make_trainer(out, max_steps=6).train()
-    trainer = make_trainer(out, max_steps=10)
+    resumable_trainer(out, max_steps=6).train()
+    trainer = resumable_trainer(out, max_steps=10)
     trainer.train(resume_from_checkpoint=True)
     assert trainer.state.global_step == 10
 
@@ -307,10 +314,11 @@ def test_a_default_early_stopper_resumes_with_the_saved_patience_and_counter(tmp
     out = tmp_path / "run"
     schedule = {k: v for k, v in ES_STOP_ARGS.items() if k != "num_train_epochs"}
     first = EarlyStoppingCallback(early_stopping_patience=3)
-    make_trainer(out, callbacks=[first], compute_metrics=_scores([2.0, 1.0, 3.0]), max_steps=4,
-                 **schedule).train()
+    resumable_trainer(
+        out, plugins=[first], compute_metrics=_scores([2.0, 1.0, 3.0]), max_steps=4, **schedule,
+    ).train()
     assert first.early_stopping_patience_counter == 1
     default = EarlyStoppingCallback()
-    resumed = make_trainer(out, callbacks=[default], max_steps=4, **schedule)
+    resumed = resumable_trainer(out, plugins=[default], max_steps=4, **schedule)
     resumed.train(resume_from_checkpoint=True)
     assert (default.early_stopping_patience, default.early_stopping_patience_counter) == (3, 1)

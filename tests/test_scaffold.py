@@ -1,7 +1,7 @@
 """``hooktrain new-plugin NAME``: a distribution a third party can build, test and publish.
 
 The generated distribution is built into a wheel and installed into a fresh venv (see
-``venv_helpers.py``), where its own tests must pass and hooktrain must discover it by name.
+``wheel_venv.py``), where its own tests must pass and hooktrain must discover it by name.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from hooktrain import cli
 from hooktrain.errors import ConfigError
 from hooktrain.scaffold import create_plugin
-from venv_helpers import SampleVenv, build_wheels, clean_env, create_venv, install
+from wheel_venv import SampleVenv, build_wheels, clean_env, create_venv, install
 
 
 @pytest.fixture(scope="module")

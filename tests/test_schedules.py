@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from hooktrain import TrainingArguments
-from trainer_helpers import trainer_for
+
+from trainers import make_trainer
 
 
 def _schedule(kind: str, step: int, warmup: int, total: int) -> float:
@@ -30,8 +31,10 @@ def _schedule(kind: str, step: int, warmup: int, total: int) -> float:
 @pytest.mark.parametrize("warmup_steps, warmup", [(3, 3), (0, 0), (0.25, 3)])
 def test_lr_schedules_match_hf(tmp_path, kind, warmup_steps, warmup):
     base = 0.01
-    trainer = trainer_for(tmp_path, lr_scheduler_type=kind, warmup_steps=warmup_steps,
-                          learning_rate=base, logging_steps=1, max_steps=10, train_size=40)
+    trainer = make_trainer(
+        tmp_path / "out", lr_scheduler_type=kind, warmup_steps=warmup_steps, learning_rate=base,
+        logging_steps=1, max_steps=10, train_size=40,
+    )
     trainer.train()
     logged = [(e["step"], e["learning_rate"]) for e in trainer.state.log_history
               if "learning_rate" in e]
@@ -41,8 +44,10 @@ def test_lr_schedules_match_hf(tmp_path, kind, warmup_steps, warmup):
 
 
 def test_warmup_ratio_field(tmp_path):
-    trainer = trainer_for(tmp_path, warmup_ratio=0.2, learning_rate=0.01, logging_steps=1,
-                          max_steps=10, train_size=40)
+    trainer = make_trainer(
+        tmp_path / "out", warmup_ratio=0.2, learning_rate=0.01, logging_steps=1, max_steps=10,
+        train_size=40,
+    )
     trainer.train()
     lrs = [e["learning_rate"] for e in trainer.state.log_history if "learning_rate" in e]
     np.testing.assert_allclose(lrs, [0.01 * _schedule("linear", s, 2, 10) for s in range(10)])

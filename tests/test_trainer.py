@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 
 from hooktrain import Trainer
 from hooktrain.testing import HookRecorder, RegressionDataset, tiny_args
-from trainer_helpers import assert_same_weights, mae, make_model, trainer_for, weights
+
+from trainers import assert_same_weights, mae, make_trainer, seeded_model, weights
 
 TRAIN_LOG_KEYS = ["loss", "grad_norm", "learning_rate", "epoch"]
 FINAL_LOG_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second",
@@ -40,7 +41,7 @@ class XOnly(torch.utils.data.Dataset):
 
 def test_train_logs_have_hf_keys(tmp_path):
     recorder = HookRecorder()
-    trainer = trainer_for(tmp_path, callbacks=[recorder], logging_steps=2)
+    trainer = make_trainer(tmp_path / "out", plugins=[recorder], logging_steps=2)
     output = trainer.train()
     assert output.global_step == 8  # 16 samples / batch 4 x 2 epochs
 
@@ -68,8 +69,8 @@ def test_train_logs_have_hf_keys(tmp_path):
 
 @pytest.mark.parametrize("max_grad_norm", [None, 0.0])
 def test_grad_norm_is_measured_without_clipping_as_in_hf_5(tmp_path, max_grad_norm):
-    clipped = trainer_for(tmp_path / "clip", logging_steps=2, max_grad_norm=1e-3)
-    free = trainer_for(tmp_path / "free", logging_steps=2, max_grad_norm=max_grad_norm)
+    clipped = make_trainer(tmp_path / "clip", logging_steps=2, max_grad_norm=1e-3)
+    free = make_trainer(tmp_path / "free", logging_steps=2, max_grad_norm=max_grad_norm)
     for trainer in (clipped, free):
         trainer.train()
     first = free.state.log_history[0]
@@ -81,7 +82,9 @@ def test_grad_norm_is_measured_without_clipping_as_in_hf_5(tmp_path, max_grad_no
 
 def test_logged_loss_is_mean_of_step_losses_since_last_log(tmp_path):
     recorder = HookRecorder()
-    trainer = trainer_for(tmp_path, callbacks=[recorder], logging_steps=3, num_train_epochs=2)
+    trainer = make_trainer(
+        tmp_path / "out", plugins=[recorder], logging_steps=3, num_train_epochs=2,
+    )
     output = trainer.train()
     step_losses = [c.payload["loss"].item() for c in recorder.of("on_step_end")]
     assert len(step_losses) == 8
@@ -96,8 +99,10 @@ def test_logged_loss_is_mean_of_step_losses_since_last_log(tmp_path):
 
 def test_logged_loss_with_gradient_accumulation_is_mean_per_step(tmp_path):
     recorder = HookRecorder()
-    trainer = trainer_for(tmp_path, callbacks=[recorder], logging_steps=2,
-                          per_device_train_batch_size=2, gradient_accumulation_steps=2)
+    trainer = make_trainer(
+        tmp_path / "out", plugins=[recorder], logging_steps=2, per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+    )
     trainer.train()
     step_losses = [c.payload["loss"].item() for c in recorder.of("on_step_end")]
     assert len(step_losses) == 8
@@ -112,7 +117,7 @@ def test_logged_loss_with_gradient_accumulation_is_mean_per_step(tmp_path):
 
 def test_evaluate_metric_keys(tmp_path):
     recorder = HookRecorder()
-    trainer = trainer_for(tmp_path, callbacks=[recorder], trainer_kw={"compute_metrics": mae})
+    trainer = make_trainer(tmp_path / "out", plugins=[recorder], compute_metrics=mae)
     trainer.train()
     metrics = trainer.evaluate()
     expected = {"eval_mae", "eval_loss", "eval_runtime", "eval_samples_per_second",
@@ -127,21 +132,21 @@ def test_evaluate_metric_key_order_matches_hf(tmp_path):
     # HF's evaluation_loop: metrics = compute_metrics(...); metrics["eval_loss"] = ...; then
     # every key without the prefix is popped and re-inserted as "eval_<key>", which moves it
     # after eval_loss. Speed metrics follow, and Trainer.log appends epoch.
-    trainer = trainer_for(tmp_path, trainer_kw={"compute_metrics": mae})
+    trainer = make_trainer(tmp_path / "out", compute_metrics=mae)
     metrics = trainer.evaluate()
     assert list(metrics) == ["eval_loss", "eval_mae", "eval_runtime",
                              "eval_samples_per_second", "eval_steps_per_second", "epoch"]
 
 
 def test_evaluate_without_compute_metrics(tmp_path):
-    metrics = trainer_for(tmp_path).evaluate()
+    metrics = make_trainer(tmp_path / "out").evaluate()
     assert list(metrics) == ["eval_loss", "eval_runtime", "eval_samples_per_second",
                              "eval_steps_per_second", "epoch"]
 
 
 def test_eval_loss_is_sample_weighted(tmp_path):
     eval_set = RegressionDataset(10, seed=1)  # batches of 4, 4, 2
-    trainer = trainer_for(tmp_path, per_device_eval_batch_size=4)
+    trainer = make_trainer(tmp_path / "out", per_device_eval_batch_size=4)
     trainer.train()
     metrics = trainer.evaluate(eval_set)
     model = trainer.model.eval()
@@ -156,7 +161,7 @@ def test_eval_loss_is_sample_weighted(tmp_path):
 
 def test_predict_returns_numpy_predictions_labels_and_test_metrics(tmp_path):
     recorder = HookRecorder()
-    trainer = trainer_for(tmp_path, callbacks=[recorder], trainer_kw={"compute_metrics": mae})
+    trainer = make_trainer(tmp_path / "out", plugins=[recorder], compute_metrics=mae)
     test_set = RegressionDataset(10, seed=3)
     history_before = list(trainer.state.log_history)
     output = trainer.predict(test_set)
@@ -178,7 +183,7 @@ def test_predict_returns_numpy_predictions_labels_and_test_metrics(tmp_path):
 
 
 def test_predict_without_labels(tmp_path):
-    trainer = trainer_for(tmp_path, trainer_kw={"compute_metrics": mae})
+    trainer = make_trainer(tmp_path / "out", compute_metrics=mae)
     output = trainer.predict(XOnly(6))
     assert output.label_ids is None
     assert isinstance(output.predictions, np.ndarray) and output.predictions.shape == (6,)
@@ -188,7 +193,7 @@ def test_predict_without_labels(tmp_path):
 
 
 def test_evaluate_before_train(tmp_path):
-    trainer = trainer_for(tmp_path, logging_steps=2)
+    trainer = make_trainer(tmp_path / "out", logging_steps=2)
     metrics = trainer.evaluate()
     assert "eval_loss" in metrics and metrics["epoch"] == 0
     assert trainer.state.log_history[-1]["step"] == 0
@@ -205,13 +210,16 @@ def test_evaluate_before_train(tmp_path):
 def test_gradient_accumulation_matches_bigger_batch(tmp_path, train_size):
     common = dict(optim="sgd", max_grad_norm=None, learning_rate=0.05, num_train_epochs=2,
                   logging_steps=1)
-    small = make_model(seed=3)
+    small = seeded_model(seed=3)
     big = copy.deepcopy(small)
-    accumulated = trainer_for(tmp_path / "ga", model=small, train_size=train_size,
-                              per_device_train_batch_size=2, gradient_accumulation_steps=2,
-                              **common)
-    plain = trainer_for(tmp_path / "plain", model=big, train_size=train_size,
-                        per_device_train_batch_size=4, gradient_accumulation_steps=1, **common)
+    accumulated = make_trainer(
+        tmp_path / "ga", model=small, train_size=train_size, per_device_train_batch_size=2,
+        gradient_accumulation_steps=2, **common,
+    )
+    plain = make_trainer(
+        tmp_path / "plain", model=big, train_size=train_size, per_device_train_batch_size=4,
+        gradient_accumulation_steps=1, **common,
+    )
     out_a = accumulated.train()
     out_b = plain.train()
     assert out_a.global_step == out_b.global_step == 2 * math.ceil(train_size / 4)
@@ -220,14 +228,15 @@ def test_gradient_accumulation_matches_bigger_batch(tmp_path, train_size):
     losses_b = [e["loss"] for e in plain.state.log_history if "loss" in e]
     np.testing.assert_allclose(losses_a, losses_b, rtol=1e-5)
     # and the runs did move the weights
-    assert not torch.equal(weights(small)["net.0.weight"], weights(make_model(seed=3))["net.0.weight"])
+    assert not torch.equal(weights(small)["net.0.weight"], weights(seeded_model(seed=3))["net.0.weight"])
 
 
 @pytest.mark.parametrize("epochs, max_steps", [(1, 10), (100, 3)])
 def test_max_steps_overrides_epochs(tmp_path, epochs, max_steps):
     recorder = HookRecorder()
-    trainer = trainer_for(tmp_path, callbacks=[recorder], num_train_epochs=epochs,
-                          max_steps=max_steps)
+    trainer = make_trainer(
+        tmp_path / "out", plugins=[recorder], num_train_epochs=epochs, max_steps=max_steps,
+    )
     output = trainer.train()
     assert output.global_step == max_steps
     assert trainer.state.max_steps == max_steps
@@ -236,18 +245,19 @@ def test_max_steps_overrides_epochs(tmp_path, epochs, max_steps):
 
 
 def test_same_seed_gives_identical_weights(tmp_path):
-    initial = make_model(seed=5, dropout=0.3)
+    initial = seeded_model(seed=5, dropout=0.3)
     models = [copy.deepcopy(initial) for _ in range(3)]
     for index, (model, seed) in enumerate(zip(models, [7, 7, 8])):
         torch.manual_seed(1000 + index)  # the global RNG before the Trainer must not matter
-        trainer_for(tmp_path / str(index), model=model, seed=seed).train()
+        make_trainer(tmp_path / str(index), model=model, seed=seed).train()
     assert_same_weights(weights(models[0]), weights(models[1]), exact=True)
     assert not torch.equal(weights(models[0])["net.0.weight"], weights(models[2])["net.0.weight"])
 
 
 def test_bf16_trains_on_cpu(tmp_path):
-    trainer = trainer_for(tmp_path, bf16=True, use_cpu=True, logging_steps=2,
-                          trainer_kw={"compute_metrics": mae})
+    trainer = make_trainer(
+        tmp_path / "out", bf16=True, use_cpu=True, logging_steps=2, compute_metrics=mae,
+    )
     output = trainer.train()
     assert output.global_step == 8
     assert math.isfinite(output.training_loss)
@@ -276,7 +286,7 @@ class WithExtraColumns(torch.utils.data.Dataset):
 
 
 def test_remove_unused_columns_drops_keys_forward_does_not_take(tmp_path):
-    trainer = Trainer(model=make_model(), args=tiny_args(tmp_path / "a"),
+    trainer = Trainer(model=seeded_model(), args=tiny_args(tmp_path / "a"),
                       train_dataset=WithExtraColumns(16), eval_dataset=WithExtraColumns(8))
     assert trainer.train().global_step == 8
     assert "eval_loss" in trainer.evaluate()
@@ -284,7 +294,7 @@ def test_remove_unused_columns_drops_keys_forward_does_not_take(tmp_path):
 
 
 def test_remove_unused_columns_false_passes_every_key(tmp_path):
-    trainer = Trainer(model=make_model(), args=tiny_args(tmp_path / "b", remove_unused_columns=False),
+    trainer = Trainer(model=seeded_model(), args=tiny_args(tmp_path / "b", remove_unused_columns=False),
                       train_dataset=WithExtraColumns(16))
     with pytest.raises(TypeError, match="idx|text"):
         trainer.train()
@@ -299,7 +309,9 @@ def _checkpoints(output_dir: Path) -> list[str]:
 
 
 def test_save_total_limit_keeps_newest(tmp_path):
-    trainer = trainer_for(tmp_path, save_strategy="steps", save_steps=2, save_total_limit=2)
+    trainer = make_trainer(
+        tmp_path / "out", save_strategy="steps", save_steps=2, save_total_limit=2,
+    )
     trainer.train()
     output_dir = tmp_path / "out"
     assert _checkpoints(output_dir) == ["checkpoint-6", "checkpoint-8"]
@@ -307,7 +319,7 @@ def test_save_total_limit_keeps_newest(tmp_path):
 
 
 def test_no_save_total_limit_keeps_all(tmp_path):
-    trainer_for(tmp_path, save_strategy="steps", save_steps=2).train()
+    make_trainer(tmp_path / "out", save_strategy="steps", save_steps=2).train()
     assert _checkpoints(tmp_path / "out") == [f"checkpoint-{s}" for s in (2, 4, 6, 8)]
 
 
@@ -321,10 +333,10 @@ def _scripted_metric(scores):
 
 
 def test_load_best_model_at_end_restores_best_checkpoint(tmp_path):
-    trainer = trainer_for(
-        tmp_path, eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2,
+    trainer = make_trainer(
+        tmp_path / "out", eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2,
         load_best_model_at_end=True, metric_for_best_model="score", save_total_limit=2,
-        trainer_kw={"compute_metrics": _scripted_metric([0.1, 0.9, 0.3, 0.2])},
+        compute_metrics=_scripted_metric([0.1, 0.9, 0.3, 0.2]),
     )
     assert trainer.args.greater_is_better is True
     trainer.train()
@@ -343,9 +355,9 @@ def test_load_best_model_at_end_restores_best_checkpoint(tmp_path):
 
 
 def test_load_best_model_at_end_with_loss(tmp_path):
-    trainer = trainer_for(
-        tmp_path, eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
-        learning_rate=0.05, num_train_epochs=3,
+    trainer = make_trainer(
+        tmp_path / "out", eval_strategy="epoch", save_strategy="epoch",
+        load_best_model_at_end=True, learning_rate=0.05, num_train_epochs=3,
     )
     assert trainer.args.metric_for_best_model == "loss"
     trainer.train()

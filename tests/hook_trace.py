@@ -1,23 +1,23 @@
-"""What the hook-order golden tests (``test_hook_order*.py``) share: the trace and its key sets.
+"""The golden hook-order traces (``test_hook_order*.py``): their format, key sets and steps.
 
 Each test records every hook with :class:`~hooktrain.testing.HookRecorder`, registered as a user
-callback (so after ``DefaultFlowCallback``, as HF's verified traces were taken), and compares the
-whole run with a literal list. One entry per call::
+callback (so after ``DefaultFlowCallback``, as HF's verified traces were taken) on a
+``trainers.make_trainer`` trainer (8 samples unless said), and compares the whole run with a
+literal list. One entry per call::
 
     (event, global_step, round(epoch, 2), flags)                   # most events
     (event, global_step, round(epoch, 2), flags, sorted keys)      # on_log, on_evaluate, on_predict
 
 ``flags`` is :func:`~hooktrain.testing.control_flags`: L(og) E(valuate) S(ave) sT(op), ``-`` for
-none. The reference for every list is ``HF_TRAINER_REFERENCE.md`` §1.4 (HF 5.23, verified).
+none. The reference for every list is transformers' own Trainer (HF 5.23, verified): see
+docs/events.md, "Where each event fires", and docs/migrating-from-transformers.md.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from hooktrain import Trainer
-from hooktrain.testing import HookRecorder, RegressionDataset, TinyRegressor, tiny_args
+from hooktrain.testing import HookRecorder
 
 #: Events whose dict argument is part of the trace, and the argument's name.
 KEYED = {"on_pre_log": "logs", "on_log": "logs", "on_evaluate": "metrics", "on_predict": "metrics"}
@@ -57,26 +57,3 @@ def update(gs: int, before: float, after: float, flags: str = "-", micro_batches
         ("on_step_end", gs + 1, after, flags),
     ]
     return rows
-
-
-def make_trainer(
-    output_dir: Path,
-    recorder: HookRecorder,
-    *,
-    callbacks: tuple[Any, ...] = (),
-    recorder_first: bool = False,
-    train_size: int = 8,
-    eval_dataset: Any = "default",
-    **overrides: Any,
-) -> Trainer:
-    """A quiet Trainer on TinyRegressor with ``recorder`` among the user callbacks."""
-    if eval_dataset == "default":
-        eval_dataset = RegressionDataset(8, seed=1)
-    plugins = [recorder, *callbacks] if recorder_first else [*callbacks, recorder]
-    return Trainer(
-        model=TinyRegressor(),
-        args=tiny_args(output_dir, **overrides),
-        train_dataset=RegressionDataset(train_size, seed=0),
-        eval_dataset=eval_dataset,
-        callbacks=plugins,
-    )

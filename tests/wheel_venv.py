@@ -1,4 +1,5 @@
-"""Real entry points for the discovery tests: wheels installed into fresh virtual environments.
+"""Sample plugins built into wheels and installed into fresh virtual environments: real entry
+points for the discovery, ``hooktrain`` command and scaffold tests.
 
 Nothing is installed into the environment running the suite (other tests use ``report_to="all"``
 and would pick the samples up). Instead:
@@ -12,7 +13,8 @@ and would pick the samples up). Instead:
 * the wheels are installed there with ``<venv>/bin/python -m pip install --no-deps --no-index``;
 * tests run small scripts with the venv's interpreter and read one ``RESULT {json}`` line.
 
-Venvs and wheels are built once per session (see :func:`sample_venv`).
+Venvs and wheels are built once per session (see :func:`sample_venv`); the ``clean_venv``,
+``full_venv`` and ``dup_venv`` fixtures in ``conftest.py`` hand them to tests.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 
 import hooktrain
 
-SAMPLES = Path(__file__).parent / "sample_plugins"
+SAMPLE_SOURCES = Path(__file__).parent / "sample_plugins"
 
 #: entry-point name -> distribution folder under tests/sample_plugins
 DISTRIBUTIONS = {
@@ -45,11 +47,14 @@ DISTRIBUTIONS = {
 }
 
 #: The venvs the tests use: which sample distributions each holds.
-VENVS = {
+VENVS: dict[str, tuple[str, ...]] = {
     "clean": ("alpha", "beta", "omega"),
     "full": ("alpha", "beta", "omega", "broken", "typo"),
     "dup": ("alpha", "alpha-fork"),
 }
+
+#: The well-behaved samples: what the clean venv holds.
+SAMPLES = VENVS["clean"]
 
 #: Written into every venv as ``sample_driver.py``: what the test scripts share.
 DRIVER = '''\
@@ -258,6 +263,11 @@ class SampleVenv:
                               env=clean_env(**env), capture_output=True, text=True, timeout=180)
 
 
+def names_with(messages: list[str], *needles: str) -> list[str]:
+    """The messages (from a venv script's log) that contain every one of ``needles``."""
+    return [m for m in messages if all(n in m for n in needles)]
+
+
 def result_of(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, (
@@ -277,7 +287,7 @@ def sample_venv(tmp_path_factory: Any, kind: str) -> SampleVenv:
         return _CACHE[kind]
     if "wheels" not in _CACHE:
         base = tmp_path_factory.mktemp("sample_wheels")
-        sources = [SAMPLES / folder for folder in DISTRIBUTIONS.values()]
+        sources = [SAMPLE_SOURCES / folder for folder in DISTRIBUTIONS.values()]
         _CACHE["wheels"] = build_wheels(sources, base / "wheels", base / "src")
     wheels = _CACHE["wheels"]
     root = tmp_path_factory.mktemp(f"venv_{kind}") / "venv"
