@@ -297,7 +297,7 @@ def test_settings_win_over_the_environment_and_the_environment_over_defaults(
 @pytest.mark.parametrize("key,value,message", [
     ("mode", "remote",
      r"mode must be one of 'cloud', 'online', 'offline', 'local', 'disabled', got 'remote'"),
-    ("log_model", "all", r"log_model must be one of 'end', 'checkpoint', 'false', got 'all'"),
+    ("log_model", "all", r"log_model must be true, false or one of 'end', 'checkpoint', got 'all'"),
 ])
 def test_bad_values_are_clear_errors(key: str, value: str, message: str) -> None:
     from hooktrain.plugin import ConfigError

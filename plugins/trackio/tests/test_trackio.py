@@ -216,7 +216,7 @@ def test_settings_and_environment(monkeypatch) -> None:
     assert (plugin.config.project, plugin.config.log_model) == ("huggingface", False)
     assert TrackioSettings(log_model="CHECKPOINT").log_model == "checkpoint"
     with pytest.raises(ConfigError,
-                       match=r"log_model must be one of 'end', 'checkpoint', 'false', got 'all'"):
+                       match=r"log_model must be true, false or one of 'end', 'checkpoint', got 'all'"):
         run_training(output_dir="out", report_to=["trackio"],
                      plugin_settings={"trackio": {"log_model": "all"}})
 

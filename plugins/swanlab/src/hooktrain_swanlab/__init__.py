@@ -53,9 +53,8 @@ class SwanLabSettings:
     #: Cloud workspace (organisation); default: swanlab's (``SWANLAB_WORKSPACE`` or your user).
     workspace: str | None = None
     #: ``end`` (or ``true``, HF's spelling): the final model into the run's files;
-    #: ``checkpoint``: every checkpoint; ``false``. ("false" among the choices only names it in
-    #: the error message: ``bool`` reads it first.)
-    log_model: bool | Literal["end", "checkpoint", "false"] = setting(
+    #: ``checkpoint``: every checkpoint; ``false``.
+    log_model: bool | Literal["end", "checkpoint"] = setting(
         False, env="SWANLAB_LOG_MODEL")
 
     def __post_init__(self) -> None:

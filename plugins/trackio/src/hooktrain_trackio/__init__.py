@@ -49,9 +49,8 @@ class TrackioSettings:
     #: Log to this Hugging Face Space instead of locally (needs a Hugging Face login).
     space_id: str | None = setting(None, env="TRACKIO_SPACE_ID")
     #: ``end`` (or ``true``): the final model as an artifact; ``checkpoint``: every checkpoint;
-    #: ``false``. ("false" among the choices only names it in the error message: ``bool`` reads
-    #: it first.)
-    log_model: bool | Literal["end", "checkpoint", "false"] = False
+    #: ``false``.
+    log_model: bool | Literal["end", "checkpoint"] = False
     #: trackio's CPU/GPU monitor threads; ``None``: trackio decides (on when psutil is there).
     system_metrics: bool | None = None
     #: Seconds to wait for the Hugging Face Hub's user lookup (trackio's has no timeout).
