@@ -19,9 +19,9 @@ from flytetasks import (
     read_table,
     seeded_model,
 )
+from hooktrain_flyte import LOG_HISTORY_DECK, restore_checkpoint
 
 from hooktrain.testing import run_training
-from hooktrain_flyte import LOG_HISTORY_DECK, restore_checkpoint
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -72,7 +72,8 @@ def test_a_retried_task_resumes_from_the_previous_attempts_checkpoint(tmp_path, 
     assert losses == [(e["step"], e["loss"])
                       for e in uninterrupted.trainer.state.log_history if "loss" in e]
     assert read_table(decks[LOG_HISTORY_DECK]) == as_text(run.trainer.state.log_history)
-    assert not [r for r in caplog.records if r.name.startswith("hooktrain") if "flyte" in r.getMessage()]
+    assert not [r for r in caplog.records
+                if r.name.startswith("hooktrain") if "flyte" in r.getMessage()]
 
 
 def test_hfs_pattern_resume_from_the_restored_location_works_too(tmp_path, attempt) -> None:
@@ -96,7 +97,8 @@ def test_a_retry_that_does_not_restore_is_told_how(tmp_path, attempt, caplog) ->
     caplog.set_level(logging.WARNING, logger="hooktrain")
     run, _ = in_task(lambda: run_training(output_dir=tmp_path / "pod2", **SAVING))
     assert run.output.global_step == 8
-    (record,) = [r for r in caplog.records if r.name.startswith("hooktrain") if r.getMessage().startswith("flyte:")]
+    (record,) = [r for r in caplog.records
+                 if r.name.startswith("hooktrain") if r.getMessage().startswith("flyte:")]
     assert "starts from step 0" in record.getMessage()
     assert "restore_checkpoint(args.output_dir)" in record.getMessage()
 

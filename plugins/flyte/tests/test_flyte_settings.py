@@ -21,10 +21,10 @@ from flytetasks import (
     read_table,
     seeded_model,
 )
+from hooktrain_flyte import ARGUMENTS_DECK, LOG_HISTORY_DECK, FlytePlugin, restore_checkpoint
 
 from hooktrain import TrainerCallback
 from hooktrain.testing import run_training
-from hooktrain_flyte import ARGUMENTS_DECK, LOG_HISTORY_DECK, FlytePlugin, restore_checkpoint
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,7 +37,8 @@ def test_outside_a_task_one_message_and_training_unaffected(tmp_path, caplog) ->
                          **{**SAVING, "report_to": "none"})
     runs = [run_training(output_dir=tmp_path / f"run{i}", model=seeded_model(), **SAVING)
             for i in range(2)]
-    messages = [r for r in caplog.records if r.name.startswith("hooktrain") if "flyte" in r.getMessage()]
+    messages = [r for r in caplog.records
+                if r.name.startswith("hooktrain") if "flyte" in r.getMessage()]
     assert len(messages) == 1 and messages[0].levelno == logging.WARNING
     assert "not inside a Flyte task" in messages[0].getMessage()
     for run in runs:
@@ -99,7 +100,8 @@ def test_a_task_without_decks_is_told_once(tmp_path, attempt, caplog) -> None:
 
     runs, decks = in_task(twice, flyte_task=plain_task)
     assert LOG_HISTORY_DECK not in decks
-    messages = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if "flyte" in r.getMessage()]
+    messages = [r.getMessage() for r in caplog.records
+                if r.name.startswith("hooktrain") if "flyte" in r.getMessage()]
     assert messages == ["flyte: the task does not enable decks, so no Log History deck is "
                         "saved; use @task(enable_deck=True)."]
     assert files(location) == files(tmp_path / "out1" / "checkpoint-8")  # still synced
@@ -118,7 +120,8 @@ def test_a_task_without_a_checkpoint_location_still_gets_its_deck(tmp_path, monk
     caplog.set_level(logging.WARNING, logger="hooktrain")
     run, decks = in_task(lambda: run_training(output_dir=tmp_path / "out", **SAVING))
     assert run.faults == []
-    assert [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if "flyte" in r.getMessage()] == [
+    assert [r.getMessage() for r in caplog.records
+            if r.name.startswith("hooktrain") if "flyte" in r.getMessage()] == [
         "flyte: this Flyte task has no checkpoint location (the platform gives none); "
         "checkpoints are not synced."]
     assert read_table(decks[LOG_HISTORY_DECK]) == as_text(run.trainer.state.log_history)
@@ -158,5 +161,6 @@ def test_a_failing_checkpoint_location_is_isolated(tmp_path, attempt, caplog) ->
     assert run.output.global_step == 8
     faults = run.faults
     assert [(f.plugin.split()[0], f.hook) for f in faults] == [("flyte", "on_save")]
-    assert sum("flyte" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 1
+    assert sum("flyte" in r.getMessage() for r in caplog.records
+               if r.name.startswith("hooktrain")) == 1
     assert LOG_HISTORY_DECK not in decks  # switched off for the rest of the run

@@ -8,9 +8,10 @@ import math
 import time
 from pathlib import Path
 
+from status_server import Received, StatusServer
+
 from hooktrain import TrainerCallback
 from hooktrain.testing import run_training
-from status_server import Received, StatusServer
 
 INTERVAL = 0.2  # the tests' throttle; the default is 5 s
 

@@ -43,7 +43,7 @@ def _cert(subject: str, key: Any, issuer: str, issuer_key: Any, *, ca: bool) -> 
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (x509.CertificateBuilder()
                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
                .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
@@ -115,7 +115,8 @@ def check_body(body: dict[str, Any]) -> None:
         (m["name"], m["value"]) for m in status["metrics"]]
     assert parsed.last_updated_time.utcoffset() == datetime.timedelta(0)
     if "progressPercentage" in status:
-        assert type(status["progressPercentage"]) is int and 0 <= status["progressPercentage"] <= 100
+        percentage = status["progressPercentage"]
+        assert type(percentage) is int and 0 <= percentage <= 100
     if "estimatedRemainingSeconds" in status:
         eta = status["estimatedRemainingSeconds"]
         assert type(eta) is int and 0 <= eta < 2**31

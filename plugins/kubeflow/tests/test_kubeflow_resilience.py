@@ -53,7 +53,8 @@ def test_a_server_that_is_down_does_not_slow_training(monkeypatch, pki, token_fi
     assert run.output.global_step == 8
     assert run.faults == []
     assert run.plugin("KubeflowPlugin").wait(10)
-    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if r.levelno == logging.WARNING]
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name.startswith("hooktrain") if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "could not post the training status" in warnings[0]
     assert "ConnectionRefusedError" in warnings[0]
 
@@ -68,7 +69,8 @@ def test_a_server_slower_than_the_timeout_costs_one_warning(
     start = time.monotonic()
     assert run.plugin("KubeflowPlugin").wait(5)
     assert time.monotonic() - start < 2 * 0.3 + 1.0  # in flight, then the final one: both bounded
-    messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("hooktrain") if "kubeflow" in r.getMessage()]
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records
+                if r.name.startswith("hooktrain") if "kubeflow" in r.getMessage()]
     assert [level for level, _ in messages] == ["WARNING", "INFO"], messages
     assert "TimeoutError" in messages[0][1] and "the final status" in messages[1][1]
 
@@ -83,7 +85,8 @@ def test_a_server_error_is_retried_with_the_latest_status(
     assert run.plugin("KubeflowPlugin").wait(10)
     assert run.faults == []
     assert len(server.received) >= 3 and server.received[-1].status["progressPercentage"] == 100
-    messages = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if "kubeflow" in r.getMessage()]
+    messages = [r.getMessage() for r in caplog.records
+                if r.name.startswith("hooktrain") if "kubeflow" in r.getMessage()]
     assert sum("HTTP 503" in m for m in messages) == 1
     assert any("answers again" in m for m in messages)
 

@@ -11,9 +11,10 @@ import itertools
 import time
 
 import pytest
-from hooktrain.testing import FailAtStep
 from kubeflowtraining import INTERVAL, Pace, configure, latest_values, logged_metrics, train
 from status_server import STATUS_PATH, TOKEN, Received, StatusServer, check_body
+
+from hooktrain.testing import FailAtStep
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -136,8 +137,9 @@ def test_a_resumed_run_continues_the_progress(monkeypatch, pki, token_file, stat
 
 
 def test_the_eta_is_this_runs_pace_times_the_steps_left(monkeypatch) -> None:
-    from hooktrain import TrainerState
     from hooktrain_kubeflow import KubeflowPlugin, KubeflowSettings
+
+    from hooktrain import TrainerState
 
     plugin = KubeflowPlugin(KubeflowSettings(url="http://127.0.0.1:9/status"))
     now = [100.0]

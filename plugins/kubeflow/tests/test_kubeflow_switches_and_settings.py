@@ -7,8 +7,9 @@ import logging
 import time
 
 import pytest
-from hooktrain.plugin import ConfigError
 from kubeflowtraining import INTERVAL, configure, train
+
+from hooktrain.plugin import ConfigError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,7 +36,8 @@ def test_no_url_switches_the_plugin_off_with_one_warning(caplog, token_file, mon
     run = train()
     run.trainer.train()  # a second train(), and a second Trainer: no second warning
     train(output_dir="out2")
-    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if r.levelno >= logging.WARNING]
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name.startswith("hooktrain") if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "KUBEFLOW_TRAINER_SERVER_URL" in warnings[0], warnings
     assert run.faults == []
     assert run.plugin("KubeflowPlugin").wait(0)
@@ -49,7 +51,8 @@ def test_hfs_disable_variable_is_honoured(monkeypatch, pki, token_file, status_s
     run = train()
     time.sleep(3 * INTERVAL)
     assert server.received == [] and run.plugin("KubeflowPlugin").config.disabled is True
-    assert not [r for r in caplog.records if r.name.startswith("hooktrain") if r.levelno >= logging.WARNING]
+    assert not [r for r in caplog.records
+                if r.name.startswith("hooktrain") if r.levelno >= logging.WARNING]
 
 
 def test_installed_entry_point_and_report_to_all(caplog) -> None:

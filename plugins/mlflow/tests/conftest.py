@@ -8,8 +8,8 @@ the session creates one while the server starts, and each sqlite test copies the
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from mlflow_server import MlflowServer

@@ -127,7 +127,8 @@ def test_environment_variables_keep_hf_meaning_on_a_sqlite_store(
 
     assert params["model_config/notes"] == "x" * MAX_PARAM_VAL_LENGTH  # truncated, not dropped
     assert MAX_PARAM_VAL_LENGTH == 6000
-    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if "truncated" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name.startswith("hooktrain") if "truncated" in r.getMessage()]
     assert len(warnings) == 1 and "model_config/notes" in warnings[0]
     assert stored_metrics(client, stored.info.run_id) == history_by_metric(
         run.trainer.state.log_history)
@@ -151,7 +152,8 @@ def test_no_tracking_uri_logs_to_the_local_default_and_says_so_once(
     caplog.set_level(logging.WARNING, logger="hooktrain")
     run = run_training(output_dir=tmp_path / "out", report_to=["mlflow"])
 
-    notes = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if "no tracking URI" in r.getMessage()]
+    notes = [r.getMessage() for r in caplog.records
+             if r.name.startswith("hooktrain") if "no tracking URI" in r.getMessage()]
     assert len(notes) == 1 and f"sqlite:///{tmp_path}/mlflow.db" in notes[0]
     stored = MlflowClient("sqlite:///mlflow.db").get_run(run.plugin("MLflowPlugin").run_id)
     assert stored.info.status == "FINISHED" and stored.data.metrics["train_loss"]
