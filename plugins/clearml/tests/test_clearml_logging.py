@@ -137,5 +137,6 @@ def test_no_artifacts_unless_asked(tmp_path: Path, caplog) -> None:
     run = run_training(output_dir="out2", report_to=["clearml"],
                        plugin_settings={"clearml": {"log_model": True}})
     assert session_of(run).artifacts == {}
-    assert any("save_strategy 'no'" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain"))
+    assert any("save_strategy 'no'" in r.getMessage()
+               for r in caplog.records if r.name.startswith("hooktrain"))
 

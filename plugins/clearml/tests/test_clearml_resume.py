@@ -118,7 +118,8 @@ def test_resuming_without_the_offline_session_starts_a_new_task(tmp_path: Path, 
     run = run_training(output_dir="out", report_to=["clearml"], resume_from_checkpoint=True,
                        save_strategy="steps", save_steps=4)
     assert run.plugin("ClearMLPlugin").task_id != old
-    assert any(f"not continuing task {old}" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain"))
+    assert any(f"not continuing task {old}" in r.getMessage()
+               for r in caplog.records if r.name.startswith("hooktrain"))
     assert session_of(run).scalars()["train/loss"].keys() == {6, 8}
 
 

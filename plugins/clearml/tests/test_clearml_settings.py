@@ -48,8 +48,9 @@ def test_project_and_task_name_from_the_environment_and_settings(tmp_path: Path,
 
 
 def test_settings_win_over_the_environment(monkeypatch) -> None:
-    from hooktrain.plugin import ConfigError
     from hooktrain_clearml import ClearMLPlugin
+
+    from hooktrain.plugin import ConfigError
 
     monkeypatch.setenv("CLEARML_LOG_MODEL", "1")
     run = run_training(output_dir="out", report_to=["clearml"], save_strategy="steps",
@@ -74,7 +75,8 @@ def test_no_credentials_means_offline_said_once(monkeypatch, caplog) -> None:
     first = run_training(output_dir="out", report_to=["clearml"])
     monkeypatch.delenv("CLEARML_OFFLINE_MODE", raising=False)  # set_offline(True) may set it
     second = run_training(output_dir="out2", report_to=["clearml"])
-    said = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if "no ClearML credentials" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")
+            if "no ClearML credentials" in r.getMessage()]
     assert len(said) == 1 and "--import-offline-session" in said[0]
     for run in (first, second):
         assert run.plugin("ClearMLPlugin").config.offline is None
@@ -114,7 +116,8 @@ def test_a_failing_backend_mid_run_is_isolated(tmp_path: Path, caplog, monkeypat
     assert run.output.global_step == 8
     faults = run.faults
     assert [(f.plugin.split()[0], f.hook) for f in faults] == [("clearml", "on_save")]
-    assert sum("clearml" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 1
+    assert sum("clearml" in r.getMessage() for r in caplog.records
+               if r.name.startswith("hooktrain")) == 1
     session = session_of(run)
     assert session.task["status"] == "failed"
     assert "stopped logging after NotADirectoryError" in session.task["status_message"]

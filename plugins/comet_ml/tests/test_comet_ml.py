@@ -192,7 +192,8 @@ def test_comet_mode_disabled_logs_nothing_with_one_warning(monkeypatch, caplog) 
     run = run_training(output_dir="out", report_to=["comet_ml"], eval_strategy="steps",
                        eval_steps=4)
     assert not ARCHIVES.exists() and not faults(run)
-    assert sum("disabled" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 1
+    assert sum("disabled" in r.getMessage() for r in caplog.records
+               if r.name.startswith("hooktrain")) == 1
 
 
 def test_an_invalid_comet_mode_is_a_clear_error(monkeypatch) -> None:
@@ -242,7 +243,8 @@ def test_a_backend_error_mid_run_is_isolated(monkeypatch, caplog) -> None:
     assert run.output.global_step == plain.output.global_step
     assert faults(run) == [("comet_ml", "on_log")]
     assert calls == [2, 4], "switched off after the failure"
-    reports = [r for r in caplog.records if r.name.startswith("hooktrain") if r.levelno >= logging.ERROR and "comet_ml" in
+    reports = [r for r in caplog.records if r.name.startswith("hooktrain")
+               if r.levelno >= logging.ERROR and "comet_ml" in
                r.getMessage() and r.name == "hooktrain"]
     assert len(reports) == 1
 

@@ -20,4 +20,5 @@ def train(settings: dict[str, Any] | None = None, **kwargs: Any):
 
 
 def offline_messages(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain") if "logging offline" in r.getMessage()]
+    return [r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")
+            if "logging offline" in r.getMessage()]

@@ -7,11 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from hooktrain import hookimpl
-
 from neptunefiles import offline_runs
 from neptunetraining import train
+
+from hooktrain import hookimpl
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -79,5 +78,6 @@ def test_log_checkpoints_best_uploads_each_new_best(tmp_path: Path, caplog) -> N
 
     train(output_dir="out2", settings={"log_checkpoints": "best"}, save_strategy="steps",
           save_steps=4)
-    assert any("needs metric_for_best_model" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain"))
+    assert any("needs metric_for_best_model" in r.getMessage()
+               for r in caplog.records if r.name.startswith("hooktrain"))
     assert not offline_runs(tmp_path)[1].files

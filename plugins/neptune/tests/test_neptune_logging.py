@@ -11,12 +11,11 @@ import logging
 from pathlib import Path
 
 import pytest
+from neptunefiles import expected_series, metric_series, offline_runs
+from neptunetraining import FAST, offline_messages, train
 
 import hooktrain
 from hooktrain.testing import TinyRegressor, run_training
-
-from neptunefiles import expected_series, metric_series, offline_runs
-from neptunetraining import FAST, offline_messages, train
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -85,7 +84,6 @@ def test_debug_mode_through_neptunes_fetch_api(tmp_path: Path, monkeypatch, stop
 
 def test_a_run_of_your_own(tmp_path: Path) -> None:
     import neptune
-
     from hooktrain_neptune import NeptunePlugin, NeptuneSettings
 
     mine = neptune.init_run(mode="debug", **FAST)
@@ -118,4 +116,5 @@ def test_evaluate_outside_train_logs_into_new_offline_runs(tmp_path: Path, caplo
         [(0, before["eval_loss"])], None, [(8, after["eval_loss"])]]
     assert metric_series(runs[1]) == expected_series(trainer.state.log_history[:-1])
     assert [r.fields["sys/name"] for r in runs] == ["out"] * 3
-    assert sum("cannot be reopened" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 2
+    assert sum("cannot be reopened" in r.getMessage() for r in caplog.records
+               if r.name.startswith("hooktrain")) == 2

@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from neptunefiles import expected_series, metric_series, offline_runs
+from neptunetraining import offline_messages, train
 
 from hooktrain import hookimpl
 from hooktrain.testing import FailAtStep, run_training
-
-from neptunefiles import expected_series, metric_series, offline_runs
-from neptunetraining import offline_messages, train
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -49,7 +48,8 @@ def test_resumed_offline_training_keeps_its_identity(tmp_path: Path, monkeypatch
     run = train(resume_from_checkpoint=True, **common)
     assert [c["custom_run_id"] for c in init_calls] == ["my-training", "my-training"]
     assert all("with_id" not in c for c in init_calls), "an offline run cannot be reopened"
-    assert sum("cannot be reopened" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 1
+    assert sum("cannot be reopened" in r.getMessage() for r in caplog.records
+               if r.name.startswith("hooktrain")) == 1
 
     first, second = offline_runs(tmp_path)  # offline, each process writes its own run
     history = run.trainer.state.log_history
@@ -105,9 +105,9 @@ def test_resumed_online_training_reattaches_by_id(tmp_path: Path, monkeypatch, s
 
 def test_settings_win_over_the_environment(tmp_path: Path, monkeypatch, caplog,
                                           said_offline) -> None:
-    from hooktrain.plugin import ConfigError
-
     from hooktrain_neptune import NeptunePlugin
+
+    from hooktrain.plugin import ConfigError
 
     monkeypatch.setenv("NEPTUNE_MODE", "DEBUG")
     monkeypatch.setenv("NEPTUNE_PROJECT", "env/project")
@@ -187,6 +187,7 @@ def test_a_failing_backend_mid_run_is_isolated(tmp_path: Path, init_calls, caplo
     faults = run.faults
     assert [(f.plugin.split()[0], f.hook) for f in faults] == [("neptune", "on_log")]
     assert "InactiveRunException" in faults[0].error
-    assert sum("neptune" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 1
+    assert sum("neptune" in r.getMessage() for r in caplog.records
+               if r.name.startswith("hooktrain")) == 1
     (got,) = offline_runs(tmp_path)
     assert [s for s, _ in got.series["finetuning/train/loss"]] == [2, 4]

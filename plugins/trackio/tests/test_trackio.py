@@ -133,7 +133,8 @@ def test_evaluate_before_and_after_train_log_into_the_run(project: str) -> None:
 
 
 @pytest.mark.parametrize("error,level,title", [
-    (RuntimeError, "error", "Training failed"), (KeyboardInterrupt, "warn", "Training interrupted")])
+    (RuntimeError, "error", "Training failed"),
+    (KeyboardInterrupt, "warn", "Training interrupted")])
 def test_a_failing_training_is_recorded_as_an_alert(
         project: str, error: type[BaseException], level: str, title: str) -> None:
     import trackio
@@ -206,8 +207,9 @@ def test_log_model_checkpoint_stores_every_checkpoint(tmp_path: Path, project: s
 
 
 def test_settings_and_environment(monkeypatch) -> None:
-    from hooktrain.plugin import ConfigError
     from hooktrain_trackio import TrackioPlugin, TrackioSettings
+
+    from hooktrain.plugin import ConfigError
 
     monkeypatch.setenv("TRACKIO_SPACE_ID", "someone/space")
     plugin = TrackioPlugin()  # built by hand: the environment applies
@@ -215,8 +217,8 @@ def test_settings_and_environment(monkeypatch) -> None:
     assert plugin.config.space_id == "someone/space"
     assert (plugin.config.project, plugin.config.log_model) == ("huggingface", False)
     assert TrackioSettings(log_model="CHECKPOINT").log_model == "checkpoint"
-    with pytest.raises(ConfigError,
-                       match=r"log_model must be true, false or one of 'end', 'checkpoint', got 'all'"):
+    with pytest.raises(ConfigError, match=r"log_model must be true, false or one of 'end', "
+                                          r"'checkpoint', got 'all'"):
         run_training(output_dir="out", report_to=["trackio"],
                      plugin_settings={"trackio": {"log_model": "all"}})
 
@@ -286,7 +288,8 @@ def test_a_hub_that_never_answers_costs_hub_timeout_not_a_hang(project: str, mon
     finally:
         silent.close()
     assert run.faults == []
-    assert sum("did not answer within 1 s" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 1
+    assert sum("did not answer within 1 s" in r.getMessage() for r in caplog.records
+               if r.name.startswith("hooktrain")) == 1
     identity = run.plugin("TrackioPlugin").identity
     assert rows(project, identity["id"]) == expected_rows(run.trainer.state.log_history)
     assert trackio_run(project, identity["id"]).config["_Username"] is None
@@ -311,7 +314,8 @@ def test_a_store_that_fails_mid_run_is_isolated(project: str, caplog) -> None:
     assert run.output.global_step == 8
     faults = run.faults
     assert [(f.plugin.split()[0], f.hook) for f in faults] == [("trackio", "on_train_end")]
-    assert sum("trackio" in r.getMessage() for r in caplog.records if r.name.startswith("hooktrain")) == 1
+    assert sum("trackio" in r.getMessage() for r in caplog.records
+               if r.name.startswith("hooktrain")) == 1
 
 
 def test_installed_entry_point_and_report_to_all(project: str) -> None:

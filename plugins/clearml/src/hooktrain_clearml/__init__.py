@@ -1,14 +1,9 @@
 """ClearML logging for hooktrain: hyperparameters, scalars, checkpoints and the task's status.
 
-As HF's ``ClearMLCallback``: one task per training (``CLEARML_PROJECT`` / ``CLEARML_TASK``), a
-task already running (``Task.current_task()``) reused and left to its owner, scalars titled
-``train`` / ``eval`` / ``test`` at ``global_step``, checkpoints with ``CLEARML_LOG_MODEL``.
-Unlike it: checkpoints are task artifacts (clearml's offline model registry crashes), the task
-ends completed or failed, a resumed run continues its task, no credentials means an offline
-session, and the server must answer within ``server_timeout`` (clearml retries for hours).
-The run lifecycle (open, resume from the checkpoint's task id, close) is ``TrackerPlugin``'s;
-where the task goes (offline, continuing, the server check) is in :mod:`hooktrain_clearml.session`.
-See docs/integrations/clearml.md.
+As HF's ``ClearMLCallback`` (a running task reused and left to its owner; scalars titled
+``train`` / ``eval`` / ``test``), but checkpoints are task artifacts, the task ends completed or
+failed, a resume continues it, no credentials means offline and the server must answer within
+``server_timeout`` (clearml retries for hours). See docs/integrations/clearml.md.
 """
 
 from __future__ import annotations
@@ -20,17 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from hooktrain.plugin import (
-    SUMMARY_KEYS, TrackerPlugin, hookimpl, model_config, rewrite_key, setting,
+    SUMMARY_KEYS,
+    TrackerPlugin,
+    hookimpl,
+    model_config,
+    rewrite_key,
+    setting,
 )
-from hooktrain_clearml.session import check_server, continuable, credentials, offline_dir, record
 
 __all__ = ["ARGS_SECTION", "MODEL_SECTION", "ClearMLPlugin", "ClearMLSettings"]
 
 logger = logging.getLogger("hooktrain")
 
-#: Hyperparameter sections of the task: the training arguments and the model's config.
-ARGS_SECTION = "TrainingArguments"
-MODEL_SECTION = "ModelConfig"
+ARGS_SECTION = "TrainingArguments"  #: The task's hyperparameter section of the arguments,
+MODEL_SECTION = "ModelConfig"  #: and of the model's config.
 _said_offline = False  # the offline fallback is announced once per process
 
 
@@ -38,8 +36,7 @@ _said_offline = False  # the offline fallback is announced once per process
 class ClearMLSettings:
     """The ``[plugins.clearml]`` table; each field falls back to the variable HF reads."""
 
-    #: The ClearML project (HF's default name).
-    project: str = setting("HuggingFace Transformers", env="CLEARML_PROJECT")
+    project: str = setting("HuggingFace Transformers", env="CLEARML_PROJECT")  #: HF's default
     #: The task's name; default the run name when one is set, else HF's "Trainer".
     task_name: str | None = setting(None, env="CLEARML_TASK")
     #: Upload every checkpoint as the task artifact ``checkpoint-<step>`` (a zip of it).
@@ -48,8 +45,7 @@ class ClearMLSettings:
     offline: bool | None = setting(None, env="CLEARML_OFFLINE_MODE")
     #: Record the git repository and packages (and check for clearml updates); online only.
     detect_repository: bool | None = None
-    #: Seconds the ClearML API server may take to answer before the plugin switches off.
-    server_timeout: float = 10.0
+    server_timeout: float = 10.0  #: Seconds the API server may take to answer, else switched off.
 
 
 class ClearMLPlugin(TrackerPlugin):
@@ -63,13 +59,9 @@ class ClearMLPlugin(TrackerPlugin):
         super().__init__(settings)
         self.training = False  # inside train(): evaluate() and predict() leave the task open
         self.trained = False   # a train() ended: the next one (not resuming) is a new task
-        self._crash: BaseException | None = None  # what on_exception was told
 
-    #: The open task, and the id of this trainer's latest task (the base's run and run_id).
-    task = property(lambda self: self.run)
-    task_id = property(lambda self: self.run_id)
-
-    # ---- hooks beyond the base's --------------------------------------------------------
+    task = property(lambda self: self.run)  #: The open task (the base's ``run``).
+    task_id = property(lambda self: self.run_id)  #: This trainer's latest task's id.
 
     @hookimpl
     def on_train_begin(self, args: Any, state: Any, model: Any) -> None:
@@ -79,8 +71,7 @@ class ClearMLPlugin(TrackerPlugin):
             self.training, self.trained = True, False
             task = self.ensure_run(args, state, model, new=True)
             task.connect(args.to_sanitized_dict(), name=ARGS_SECTION)
-            config = model_config(model)
-            if config:
+            if config := model_config(model):
                 task.connect(config, name=MODEL_SECTION)
             if self.config.log_model and args.save_strategy == "no":
                 logger.warning("clearml: log_model is on, save_strategy 'no': nothing to upload.")
@@ -103,11 +94,10 @@ class ClearMLPlugin(TrackerPlugin):
         if not self.config.log_model or self.run is None:
             return
         with self.failing():
+            folder = Path(checkpoint_dir)
             uploaded = self.run.upload_artifact(
-                Path(checkpoint_dir).name, artifact_object=Path(checkpoint_dir),
-                wait_on_upload=True,
-                metadata={"global_step": state.global_step, "epoch": state.epoch},
-            )
+                folder.name, artifact_object=folder, wait_on_upload=True,
+                metadata={"global_step": state.global_step, "epoch": state.epoch})
             if not uploaded:  # clearml only warns about some failures
                 raise RuntimeError(f"clearml could not upload {checkpoint_dir} (see above).")
 
@@ -118,26 +108,30 @@ class ClearMLPlugin(TrackerPlugin):
 
     @hookimpl
     def on_exception(self, exception: BaseException) -> None:
-        self.training, self.trained, self._crash = False, self.training, exception
+        self.training, self.trained = False, self.training
         super().on_exception(exception)
-
-    # ---- the task ------------------------------------------------------------------------
 
     def open_run(self, args: Any, state: Any, model: Any, run_id: str | None) -> Any:
         if self.config.offline:  # before clearml's first import reads it
             os.environ["CLEARML_OFFLINE_MODE"] = "1"
         from clearml import Task
+        from clearml.config import get_offline_dir
 
         current: Any = Task.current_task()
         if current is not None:  # the user's (or clearml-agent's) task, as HF uses it
             self.owns_run = False
             return current
         offline = self._offline()
-        if not offline:  # before set_offline(False), which reconnects every clearml session
-            check_server(self.config.server_timeout)
         Task.set_offline(offline)
-        continued = continuable(run_id, offline)
-        detect = False if offline else self.config.detect_repository is not False
+        why = None  # why this mode cannot continue the checkpoint's task
+        if run_id and offline and not (Path(get_offline_dir(run_id)) / "task.json").is_file():
+            why = f"its offline session {get_offline_dir(run_id)} is not here"
+        elif run_id and not offline and run_id.startswith("offline-"):
+            why = "it was logged offline (import it with `clearml-task --import-offline-session`)"
+        if why:
+            logger.warning("clearml: not continuing task %s from the checkpoint: %s; logging the "
+                           "resumed run to a new task.", run_id, why)
+        continued = None if why else run_id
         own_name = args.run_name and args.run_name != args.output_dir
         task: Any = Task.init(
             project_name=self.config.project,
@@ -145,8 +139,8 @@ class ClearMLPlugin(TrackerPlugin):
             reuse_last_task_id=False, continue_last_task=continued or False,
             auto_connect_arg_parser=False,  # the resolved arguments are connected instead
             # pytorch: clearml would register every torch.save as a model (crashes offline)
-            auto_connect_frameworks={"pytorch": False, "tensorboard": False,
-                                     "detect_repository": detect},
+            auto_connect_frameworks={"pytorch": False, "tensorboard": False, "detect_repository":
+                                     not offline and self.config.detect_repository is not False},
         )
         if not isinstance(task.id, str):  # clearml's StubObject, which logs nothing
             raise RuntimeError("clearml: Task.init gave no task: clearml takes this process for "
@@ -157,15 +151,32 @@ class ClearMLPlugin(TrackerPlugin):
             if task.id != continued:
                 logger.warning("clearml: task %s from the checkpoint was not found; logging "
                                "the resumed run to the new task %s.", continued, task.id)
-        record(task, "in_progress")
+        _record(task, "in_progress")
         return task
 
     def _offline(self) -> bool:
-        """The configured mode; with no setting, offline unless credentials are configured."""
+        """Offline when set, or unset without credentials (or clearml-agent); online, the server
+        must answer within ``server_timeout`` first (clearml's client retries for hours)."""
         global _said_offline
+        import requests
+        from clearml.backend_api import Session
+        from clearml.backend_api.session.defs import ENV_ACCESS_KEY, ENV_AUTH_TOKEN, ENV_SECRET_KEY
+        from clearml.config import config_obj, get_offline_dir, running_remotely
+
         if self.config.offline:
             return True
-        if credentials():
+        key = ENV_ACCESS_KEY.get() or config_obj.get("api.credentials.access_key", None)
+        secret = ENV_SECRET_KEY.get() or config_obj.get("api.credentials.secret_key", None)
+        if ENV_AUTH_TOKEN.get() or (key and secret) or running_remotely():
+            host, timeout = Session.get_api_server_host(), self.config.server_timeout
+            try:  # before set_offline(False), which reconnects every clearml session
+                requests.get(f"{host}/debug.ping", timeout=timeout)
+            except requests.exceptions.SSLError:
+                pass  # it answered; clearml applies its own certificate settings
+            except requests.RequestException as exc:
+                raise ConnectionError(f"clearml: the ClearML API server {host} did not answer "
+                                      f"within {timeout:g} s ({type(exc).__name__}); clearml's "
+                                      "own client would retry it for hours.") from exc
             return False
         if self.config.offline is False:
             raise RuntimeError("clearml: offline is false (or CLEARML_OFFLINE_MODE=0) but no "
@@ -176,7 +187,7 @@ class ClearMLPlugin(TrackerPlugin):
             logger.warning("clearml: no ClearML credentials (`clearml-init`, or "
                            "CLEARML_API_ACCESS_KEY and CLEARML_API_SECRET_KEY); logging offline "
                            "into %s/<task id>; upload with `clearml-task "
-                           "--import-offline-session <task id>.zip`.", offline_dir())
+                           "--import-offline-session <task id>.zip`.", get_offline_dir())
         return True
 
     def log_metrics(self, run: Any, metrics: dict[str, float], state: Any) -> None:
@@ -190,9 +201,9 @@ class ClearMLPlugin(TrackerPlugin):
 
     def finish_run(self, run: Any, failure: BaseException | None) -> None:
         message = "" if failure is None else f"{type(failure).__name__}: {failure}"
-        if failure is not None and failure is not self._crash:  # a hook of this plugin raised
+        if self.own_fault:  # a hook of this plugin raised
             message = f"hooktrain-clearml stopped logging after {message}"
-        record(run, "completed" if failure is None else "failed", message)
+        _record(run, "completed" if failure is None else "failed", message)
         run.flush(wait_for_uploads=True)  # close() skips it once clearml saw a signal
         run.close()  # marks the task completed
         if failure is not None:
@@ -200,3 +211,9 @@ class ClearMLPlugin(TrackerPlugin):
 
     def detach_run(self, run: Any) -> None:
         run.flush(wait_for_uploads=True)  # the user's task: its owner closes it
+
+
+def _record(task: Any, status: str, message: str = "") -> None:
+    """Offline, clearml drops status calls (server requests): write ``task.json`` instead."""
+    if task.is_offline():
+        task._edit(status=status, status_reason=message or status, status_message=message)

@@ -1,11 +1,8 @@
 """Comet logging for hooktrain: parameters, metrics, summary values and checkpoints, via comet_ml.
 
-Online when comet finds an API key, else an offline archive (``comet upload`` sends it later),
-said once. Before comet_ml is imported the plugin switches off, where the user has not set them,
-comet's network side-shows (sentry, its online CO2 tracker, long retries); offline, environment
-details (cloud-metadata and DNS probes, metric threads) stay off unless ``log_env_details``.
-The experiment's lifecycle (open, resume by key, end as finished or failed) is
-:class:`hooktrain.plugin.TrackerPlugin`'s; docs/integrations/comet_ml.md says what is logged.
+Online when comet finds an API key, else an offline archive (``comet upload`` sends it later).
+comet's network side-shows (sentry, its online CO2 tracker, long retries; offline, environment
+details) stay off unless the user asks for them. See docs/integrations/comet_ml.md.
 """
 
 from __future__ import annotations
@@ -14,20 +11,25 @@ import logging
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from hooktrain.plugin import (SUMMARY_KEYS, TrackerPlugin, hookimpl, rewrite_key, run_config,
-                             save_model)
-from hooktrain_comet_ml.settings import CometSettings
+from hooktrain.plugin import (
+    SUMMARY_KEYS,
+    TrackerPlugin,
+    hookimpl,
+    rewrite_key,
+    run_config,
+    save_model,
+    setting,
+)
 
 __all__ = ["CometPlugin", "CometSettings"]
 
 logger = logging.getLogger("hooktrain")
 
-#: The comet_ml.start() modes that decide between a new and an existing experiment.
-START_MODES = ("get", "get_or_create", "create")
-
+START_MODES = ("get", "get_or_create", "create")  #: comet_ml.start's: new or existing experiment
 #: Set in the environment before comet_ml is imported, where the user has not set them.
 QUIET_DEFAULTS = {
     "COMET_ERROR_TRACKING_ENABLE": "false",  # else sentry resolves its ingest host
@@ -35,6 +37,30 @@ QUIET_DEFAULTS = {
     "COMET_HTTP_SESSION_RETRY_TOTAL": "1",  # a dead server: ~3 s at start, not ~30 s
     "COMET_GET_OR_ADD_EXPERIMENT_RETRY_TOTAL": "2",
 }
+
+
+@dataclass
+class CometSettings:
+    """The ``[plugins.comet_ml]`` table."""
+
+    #: HF's COMET_MODE: online | offline | disabled (deprecated in HF) or get | get_or_create |
+    #: create (comet_ml.start's modes); unset: comet's own default (get_or_create).
+    mode: Literal["online", "offline", "disabled", "get", "get_or_create", "create"] | None = \
+        setting(None, env="COMET_MODE")
+    #: Online (True) or offline archive (False); unset: online when an API key is configured.
+    online: bool | None = setting(None, env="COMET_START_ONLINE")
+    project_name: str | None = setting(None, env="COMET_PROJECT_NAME")
+    workspace: str | None = setting(None, env="COMET_WORKSPACE")
+    #: Where offline archives go; unset: comet's configured directory, else ``./.cometml-runs``.
+    offline_directory: str | None = setting(None, env="COMET_OFFLINE_DIRECTORY")
+    #: Upload every checkpoint (``on_save``'s directory) as assets ``checkpoint-<step>/...``.
+    log_assets: bool = setting(False, env="COMET_LOG_ASSETS")
+    #: Upload the final model (``model/model.safetensors``, ``model/config.json``) at train end.
+    log_model: bool = False
+    #: comet's environment details (packages, host, cloud metadata, CPU/GPU metrics); unset:
+    #: comet's default online, off offline (they probe the network).
+    log_env_details: bool | None = None
+    tags: list[str] = setting(default_factory=list)  #: Experiment tags.
 
 
 class CometPlugin(TrackerPlugin):
@@ -49,18 +75,14 @@ class CometPlugin(TrackerPlugin):
         self._training = False
         self._said_offline = False
 
-    @property
-    def experiment_key(self) -> str | None:
-        """The experiment's key: kept in checkpoints, so a resumed run logs to the same one."""
-        return self.run_id
+    experiment_key = property(lambda self: self.run_id)  #: Kept in checkpoints (run_id_key).
 
     @hookimpl
     def on_train_begin(self, args: Any, state: Any, model: Any) -> None:
         with self.failing():
             self._training = True
             # not new=True: train() continues the experiment an evaluate() before it ended
-            experiment = self.ensure_run(args, state, model)
-            if experiment is not None:
+            if (experiment := self.ensure_run(args, state, model)) is not None:
                 experiment.log_parameters(run_config(args, model))
 
     @hookimpl
@@ -123,8 +145,7 @@ class CometPlugin(TrackerPlugin):
         # HF's CometCallback names: eval/x, test/x, train/x (no comet context prefix).
         run.log_metrics({rewrite_key(k): v for k, v in metrics.items()},
                         step=state.global_step, epoch=state.epoch)
-        summary = {k: v for k, v in metrics.items() if k in SUMMARY_KEYS}
-        if summary:
+        if summary := {k: v for k, v in metrics.items() if k in SUMMARY_KEYS}:
             run.log_others(summary)
 
     def before_finish(self, run: Any, args: Any, state: Any, model: Any) -> None:
@@ -134,11 +155,10 @@ class CometPlugin(TrackerPlugin):
                                      step=state.global_step, log_file_name=True)
 
     def end_run(self, failure: BaseException | None = None) -> None:
-        """The outcome is recorded on the experiment, the user's own too (left running):
-        the other ``status`` and, for a failure, comet's crash report (its excepthook uses
-        it: offline stored in the archive's experiment.json, online shown as crashed)."""
-        self._training = False
-        experiment = self.run
+        """The outcome is recorded on the experiment, the user's too (left running): the other
+        ``status`` and, for a failure, comet's crash report (as its excepthook's: offline in the
+        archive's experiment.json, online shown as crashed)."""
+        experiment, self._training = self.run, False
         try:
             if experiment is not None:
                 report = getattr(experiment, "_report_experiment_error", None)
@@ -155,11 +175,9 @@ class CometPlugin(TrackerPlugin):
         # comet logs its own failures (a vanished temp directory, a full disk) and goes on;
         # a missing archive means everything logged is lost, which must not pass silently.
         if offline and not _archives(run) - before:
-            raise RuntimeError(
-                f"comet_ml: the offline archive of experiment {run.get_key()} was not written "
-                f"to {run.offline_directory} (see comet's errors above); what this run logged "
-                "to Comet is lost."
-            )
+            raise RuntimeError(f"comet_ml: the offline archive of experiment {run.get_key()} "
+                               f"was not written to {run.offline_directory} (see comet's errors "
+                               "above); what this run logged to Comet is lost.")
 
     def _start(self, comet_ml: Any, args: Any, online: bool, key: str | None) -> Any:
         mode = self.config.mode if self.config.mode in START_MODES else None
@@ -169,18 +187,15 @@ class CometPlugin(TrackerPlugin):
         config = comet_ml.ExperimentConfig(
             name=args.run_name, tags=list(self.config.tags) or None, auto_log_co2=False,
             offline_directory=self.config.offline_directory,
-            log_env_details=env_details if env_details is not None or online else False,
-        )
+            log_env_details=env_details if env_details is not None or online else False)
         running = comet_ml.get_running_experiment()
         try:
             experiment = comet_ml.start(
                 project_name=self.config.project_name, workspace=self.config.workspace,
-                experiment_key=key, mode=mode, online=online, experiment_config=config,
-            )
+                experiment_key=key, mode=mode, online=online, experiment_config=config)
         except Exception:
-            # A constructor that fails half-way (a bad offline directory) leaves comet's
-            # global "running experiment" set to the broken object; the next start would
-            # log into it.
+            # A constructor that fails half-way (a bad offline directory) leaves comet's global
+            # "running experiment" set to the broken object; the next start would log into it.
             if comet_ml.get_running_experiment() not in (None, running):
                 comet_ml.config.set_global_experiment(running)
             raise

@@ -1,38 +1,63 @@
 """Neptune logging for hooktrain (neptune 1.x client): parameters, metrics per step, checkpoints.
 
-HF's ``NeptuneCallback`` layout under one base namespace (``finetuning``); unlike HF's: offline
-without credentials (said once), ``sys/failed`` on an exception, online resume by ``with_id``.
-The run's lifecycle is :class:`hooktrain.plugin.TrackerPlugin`'s; docs/integrations/neptune.md
-says what is logged and why it differs from HF.
+HF's ``NeptuneCallback`` layout (under ``finetuning``), but offline without credentials (said
+once), ``sys/failed`` on a failure, online resume by ``with_id``. See docs/integrations/neptune.md.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from hooktrain import __version__ as hooktrain_version
-from hooktrain.plugin import TrackerPlugin, hookimpl, rewrite_key, run_config
-from hooktrain_neptune.checkpoints import upload_dir
-from hooktrain_neptune.settings import NeptuneSettings
+from hooktrain.plugin import ConfigError, TrackerPlugin, hookimpl, rewrite_key, run_config, setting
 
 __all__ = ["NeptunePlugin", "NeptuneSettings"]
 
 logger = logging.getLogger("hooktrain")
 
 ONLINE = ("async", "sync")
-#: A run's identity, the plugin's checkpoint state: online runs are reopened by ``sys_id``.
-IDENTITY = ("mode", "sys_id", "custom_run_id")
+IDENTITY = ("mode", "sys_id", "custom_run_id")  #: ``run_id`` is a dict of these.
 _said_offline = False  # the offline fallback is announced once per process
+#: ``init_run`` arguments the plugin decides (each has its own setting, or is the run's identity).
+RESERVED = ("mode", "project", "api_token", "custom_run_id", "with_id")
+
+
+@dataclass
+class NeptuneSettings:
+    """The ``[plugins.neptune]`` table; neptune's own variables are the fallbacks."""
+
+    project: str | None = setting(None, env="NEPTUNE_PROJECT")  #: workspace/project; needed online.
+    api_token: str | None = setting(None, env="NEPTUNE_API_TOKEN")  #: needed online.
+    #: ``async``, ``sync``, ``offline`` or ``debug``; default async, offline without credentials.
+    mode: Literal["async", "sync", "offline", "debug"] | None = setting(None, env="NEPTUNE_MODE")
+    name: str | None = None  #: The run's name (``sys/name``); default ``args.run_name``.
+    #: neptune's custom run id (runs sharing one log into the same run, online).
+    custom_run_id: str | None = setting(None, env="NEPTUNE_CUSTOM_RUN_ID")
+    base_namespace: str = "finetuning"  #: Where everything is logged (HF's); ``""``: the top.
+    log_parameters: bool = True  #: Log the arguments and the model's config (HF's).
+    #: HF's: ``same`` (every checkpoint), ``last``, ``best``; unset, ``none`` or ``false``: none.
+    log_checkpoints: Literal["same", "last", "best", "false"] | None = None
+    init_run: dict[str, Any] = setting(default_factory=dict)  #: More ``neptune.init_run`` kwargs.
+    stop_timeout: float | None = 60.0  #: ``run.stop()``'s wait for uploads; then ``neptune sync``.
+
+    def __post_init__(self) -> None:
+        # Runs before the Literal check of settings built in Python: compare in any case.
+        if str(self.log_checkpoints).strip().lower() == "false":
+            self.log_checkpoints = None
+        self.base_namespace = self.base_namespace.strip("/")
+        if taken := sorted(set(self.init_run) & set(RESERVED)):
+            raise ConfigError(f"[plugins.neptune] init_run may not set {', '.join(taken)}: use the "
+                              "settings of the same name (with_id comes from the checkpoint on "
+                              "resume).")
 
 
 class NeptunePlugin(TrackerPlugin):
-    """Logs a hooktrain run to one neptune run; pass ``run=`` to log into a run of your own.
-
-    Neptune's run id is three values (:data:`IDENTITY`): :attr:`run_id` is that dict.
-    """
+    """Logs a hooktrain run to one neptune run (``run=``: to a run of your own)."""
 
     plugin_name = "neptune"
     settings = NeptuneSettings
@@ -48,8 +73,7 @@ class NeptunePlugin(TrackerPlugin):
             if not isinstance(run, Run):
                 raise TypeError(f"run must be a neptune.Run, got {type(run).__name__}.")
         self.user_run = run
-        #: This trainer's run: its mode, its ``sys/id`` (online only) and custom run id.
-        self.mode = self.sys_id = self.custom_run_id = None
+        self.mode = self.sys_id = self.custom_run_id = None  #: The run's :data:`IDENTITY`.
         self._training = self._trained = False
         self._last: dict[str, tuple[int, float]] = {}
         self._warned: set[str] = set()
@@ -57,7 +81,7 @@ class NeptunePlugin(TrackerPlugin):
     @hookimpl
     def on_train_begin(self, args: Any, state: Any, model: Any) -> None:
         with self.failing():
-            # A second train() starts a new run; the first continues one evaluate() opened.
+            # the first train() continues a run evaluate() opened; a second starts a new one
             run = self.ensure_run(args, state, model, new=self._trained)
             self._training = self._trained = True
             if self.config.log_checkpoints == "best" and args.metric_for_best_model is None:
@@ -65,10 +89,9 @@ class NeptunePlugin(TrackerPlugin):
                                "no checkpoint will be uploaded.")
             run["source_code/integrations/hooktrain"] = hooktrain_version  # as HF records its own
             if self.config.log_parameters:
+                run[self._path("trainer_parameters")] = args.to_sanitized_dict()
                 config, prefix = run_config(args, model), "model_config/"
                 model_part = {k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)}
-                run[self._path("trainer_parameters")] = {
-                    k: v for k, v in config.items() if not k.startswith(prefix)}
                 if model_part:
                     run[self._path("model_parameters")] = model_part
 
@@ -81,15 +104,14 @@ class NeptunePlugin(TrackerPlugin):
     @hookimpl
     def on_save(self, state: Any, checkpoint_dir: Path) -> None:
         which = self.config.log_checkpoints
-        if which is None or self.run is None:
-            return
-        if which == "best" and state.best_global_step != state.global_step:
+        if which is None or self.run is None or (
+                which == "best" and state.best_global_step != state.global_step):
             return
         with self.failing():
             target = self._path("checkpoints" if which == "same" else f"checkpoints/{which}")
             if which != "same" and self.run.exists(target):
                 del self.run[target]  # the previous last / best checkpoint
-            upload_dir(self.run, Path(checkpoint_dir), f"{target}/{Path(checkpoint_dir).name}")
+            _upload_dir(self.run, Path(checkpoint_dir), f"{target}/{Path(checkpoint_dir).name}")
 
     def open_run(self, args: Any, state: Any, model: Any, run_id: Any) -> Any:
         if self.user_run is not None:
@@ -99,12 +121,11 @@ class NeptunePlugin(TrackerPlugin):
 
         previous = run_id or dict.fromkeys(IDENTITY)
         mode = self._mode()
-        kwargs: dict[str, Any] = {**self.config.init_run, "mode": mode}
-        kwargs.setdefault("name", self.config.name or args.run_name)
         # neptune's stdout/stderr capture wraps sys.stdout; stacked with other libraries' wrappers
         # (and a second run's) it recursed at interpreter exit. Opt in through init_run.
-        kwargs.setdefault("capture_stdout", False)
-        kwargs.setdefault("capture_stderr", False)
+        kwargs: dict[str, Any] = {"name": self.config.name or args.run_name,
+                                  "capture_stdout": False, "capture_stderr": False,
+                                  **self.config.init_run, "mode": mode}
         if mode in ONLINE:
             kwargs.update(project=self.config.project, api_token=self.config.api_token)
         if previous["sys_id"] and previous["mode"] in ONLINE and mode in ONLINE:
@@ -114,8 +135,7 @@ class NeptunePlugin(TrackerPlugin):
                 logger.warning("neptune: the %s run this training logged to cannot be reopened "
                                "(only online runs can); logging into a new %s run.",
                                previous["mode"], mode)
-            custom_run_id = previous["custom_run_id"] or self.config.custom_run_id
-            if custom_run_id:
+            if custom_run_id := previous["custom_run_id"] or self.config.custom_run_id:
                 kwargs["custom_run_id"] = custom_run_id
         run = neptune.init_run(**kwargs)
         self.mode, self.custom_run_id = mode, kwargs.get("custom_run_id")
@@ -124,8 +144,7 @@ class NeptunePlugin(TrackerPlugin):
             run["sys/failed"] = False  # an interrupted run marked failed goes on
         else:
             self._last.clear()
-            # offline every fetch() raises; an offline run cannot be reopened anyway
-            self.sys_id = run["sys/id"].fetch() if mode in ONLINE else None
+            self.sys_id = run["sys/id"].fetch() if mode in ONLINE else None  # offline it raises
         return run
 
     def run_id_of(self, run: Any) -> dict[str, Any]:
@@ -149,10 +168,8 @@ class NeptunePlugin(TrackerPlugin):
             self._last[path] = (step, value)
 
     def end_run(self, failure: BaseException | None = None) -> None:
-        """A failure is recorded on the run, a run of the user's own too (which stays open):
-        ``sys/failed`` and ``<base>/error``."""
-        self._training = False
-        run = self.run
+        """A failure is recorded on the run, the user's too: ``sys/failed``, ``<base>/error``."""
+        run, self._training = self.run, False
         try:
             if run is not None and failure is not None:
                 run["sys/failed"] = True
@@ -176,11 +193,9 @@ class NeptunePlugin(TrackerPlugin):
     def _mode(self) -> str:
         global _said_offline
         mode = self.config.mode
-        if mode not in (None, *ONLINE):
-            return mode
         missing = [var for var, value in (("NEPTUNE_API_TOKEN", self.config.api_token),
                                           ("NEPTUNE_PROJECT", self.config.project)) if not value]
-        if not missing:
+        if mode not in (None, *ONLINE) or not missing:  # offline or debug, or online with both
             return mode or "async"
         if not _said_offline:
             _said_offline = True
@@ -189,3 +204,17 @@ class NeptunePlugin(TrackerPlugin):
                            "`neptune sync --project WORKSPACE/PROJECT`).", " or ".join(missing),
                            os.path.join(where, "offline"))
         return "offline"
+
+
+def _upload_dir(run: Any, directory: Path, target: str) -> None:
+    """Every file as a File field ``<target>/<path without suffix>`` (with it where two share a
+    stem); ``File.from_stream`` queues the bytes now: a checkpoint rotated away still uploads."""
+    from neptune.types import File
+
+    files = sorted(p.relative_to(directory) for p in directory.rglob("*") if p.is_file())
+    stems = Counter((p.parent, p.stem) for p in files)
+    for rel in files:
+        leaf = rel.stem if stems[rel.parent, rel.stem] == 1 else rel.name
+        path = "/".join((target, *rel.parent.parts, leaf))
+        with open(directory / rel, "rb") as stream:
+            run[path].upload(File.from_stream(stream, extension=rel.suffix[1:] or "bin"))
