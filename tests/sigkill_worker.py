@@ -52,7 +52,7 @@ torch.set_num_threads(1)
 from safetensors.torch import save_file  # noqa: E402
 
 from hooktrain import PrinterCallback, hookimpl  # noqa: E402
-from hooktrain import checkpoint as ckpt  # noqa: E402
+from hooktrain.checkpoint import format as ckpt  # noqa: E402
 from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args  # noqa: E402
 from hooktrain.trainer import Trainer  # noqa: E402
 

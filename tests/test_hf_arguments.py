@@ -16,7 +16,7 @@ import torch
 from hooktrain import Trainer, TrainerCallback, TrainingArguments
 from hooktrain.errors import ConfigError
 from hooktrain.hf_args import FIELD_STATUS, UNSUPPORTED, HFArguments, markdown_table
-from hooktrain.loop import smoothed_loss
+from hooktrain.loss import smoothed_loss
 from hooktrain.outputs import EvalPrediction
 from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
 

@@ -19,7 +19,7 @@ from transformers.optimization import get_scheduler
 from transformers.trainer_pt_utils import LabelSmoother
 
 import hooktrain
-from hooktrain.loop import smoothed_loss
+from hooktrain.loss import smoothed_loss
 from hooktrain.schedules import create_scheduler
 
 from test_transformers_parity import (
@@ -233,7 +233,7 @@ def test_neftune_noise_is_transformers_noise(tmp_path) -> None:
     not (so that a resumed run draws as the uninterrupted one)."""
     from transformers.integrations.neftune import neftune_post_forward_hook
 
-    from hooktrain.overrides import _neftune_noise
+    from hooktrain.preparation import neftune_noise as _neftune_noise
 
     embedding = nn.Embedding(32, 16)
     embedding.neftune_noise_alpha = 5.0

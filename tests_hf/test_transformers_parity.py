@@ -190,7 +190,7 @@ def test_a_causal_lm_under_gradient_accumulation_trains_as_in_transformers(tmp_p
                 **arguments,
             )[0]
     ours = trained["hooktrain", 2]
-    assert ours.model_accepts_loss_kwargs and ours._loss_shifts_labels
+    assert ours.model_accepts_loss_kwargs and ours.model_loss_shifts_labels
     assert_same_logs(ours.state.log_history, trained["transformers", 2].state.log_history)
     assert_same_weights(ours.model, trained["transformers", 2].model)
     # the normalisation HF fixed in 4.46: two micro-batches of 2 train as one batch of 4

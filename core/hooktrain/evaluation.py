@@ -1,6 +1,9 @@
-"""``evaluate`` and ``predict``: the evaluation loop of :class:`~hooktrain.Trainer`.
+"""``Evaluator``: the bodies of ``evaluate``, ``predict`` and their loop, for one Trainer.
 
-The loss is averaged over samples (not batches), predictions and labels are gathered on the
+The Trainer's methods of those names delegate here, and this code calls the Trainer's override
+points (``evaluate``, ``evaluation_loop``, ``prediction_step``, ``compute_loss``,
+``get_eval_dataloader``, ``get_test_dataloader``, ``log``), so a subclass's override is what
+runs. The loss is averaged over samples (not batches), predictions and labels are gathered on the
 device and turned into numpy once at the end, and ``on_prediction_step`` fires after each batch.
 """
 
@@ -16,119 +19,123 @@ import torch
 from hooktrain import distributed
 from hooktrain.data import batch_size_of, split_labels, to_device
 from hooktrain.errors import ConfigError
-from hooktrain.outputs import EvalLoopOutput, EvalPrediction, PredictionOutput, speed_metrics
+from hooktrain.item_count import batch_item_count, takes_item_count
+from hooktrain.outputs import (
+    EvalLoopOutput,
+    EvalPrediction,
+    PredictionOutput,
+    speed_metrics,
+)
 
 if TYPE_CHECKING:
     from hooktrain.trainer import Trainer
 
 
-class EvaluationMixin:
-    """``evaluate``, ``predict`` and their loop; mixed into :class:`~hooktrain.Trainer`."""
+class Evaluator:
+    """Evaluation and prediction for one Trainer; reads its model and settings at each call."""
 
-    def evaluate(
-        self: Trainer, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
-        metric_key_prefix: str = "eval",
-    ) -> dict[str, float]:
-        """Evaluate on ``eval_dataset`` (or each of a dict of them); returns the metrics.
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        # an override written for HF < 4.46 takes no num_items_in_batch: checked once, here
+        self.compute_loss_takes_count = takes_item_count(trainer.compute_loss, positional=False)
 
-        Fires ``on_prediction_step`` per batch, then ``on_log`` and ``on_evaluate`` once per data
-        set. With a dict of data sets the metric prefix is ``{metric_key_prefix}_{name}``.
-        """
-        with self._exception_funnel():
-            datasets = self.eval_dataset if eval_dataset is None else eval_dataset
-            if isinstance(datasets, str):
-                if not isinstance(self.eval_dataset, Mapping) or datasets not in self.eval_dataset:
-                    raise ConfigError(f"No evaluation data set named {datasets!r}.")
-                return self.evaluate(self.eval_dataset[datasets], ignore_keys,
-                                     f"{metric_key_prefix}_{datasets}")
-            if isinstance(datasets, Mapping):
-                merged: dict[str, float] = {}
-                for name, dataset in datasets.items():
-                    merged.update(self.evaluate(dataset, ignore_keys, f"{metric_key_prefix}_{name}"))
-                return merged
-            if datasets is None:
-                raise ConfigError("evaluate() needs an eval_dataset (in the Trainer or here).")
-            start = time.time()
-            output = self.evaluation_loop(  # predictions only for compute_metrics, as HF
-                self.get_eval_dataloader(datasets), "Evaluation",
-                prediction_loss_only=True if self.compute_metrics is None else None,
-                ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix,
-            )
-            metrics = output.metrics
-            metrics.update(speed_metrics(
-                metric_key_prefix, start, num_samples=output.num_samples,
-                num_steps=math.ceil(output.num_samples / self.args.per_device_eval_batch_size),
-            ))
-            self.log(metrics)
-            self.callback_handler.on_evaluate(metrics)
-            return metrics
+    def evaluate(self, eval_dataset: Any, ignore_keys: list[str] | None,
+                 metric_key_prefix: str) -> dict[str, float]:
+        """``Trainer.evaluate``: each data set's metrics, logged; ``on_evaluate`` per set."""
+        trainer = self.trainer
+        datasets = trainer.eval_dataset if eval_dataset is None else eval_dataset
+        if isinstance(datasets, str):
+            named = trainer.eval_dataset
+            if not isinstance(named, Mapping) or datasets not in named:
+                raise ConfigError(f"No evaluation data set named {datasets!r}.")
+            return trainer.evaluate(trainer.eval_dataset[datasets], ignore_keys,
+                                    f"{metric_key_prefix}_{datasets}")
+        if isinstance(datasets, Mapping):
+            merged: dict[str, float] = {}
+            for name, dataset in datasets.items():
+                merged.update(trainer.evaluate(dataset, ignore_keys, f"{metric_key_prefix}_{name}"))
+            return merged
+        if datasets is None:
+            raise ConfigError("evaluate() needs an eval_dataset (in the Trainer or here).")
+        start = time.time()
+        output = trainer.evaluation_loop(  # predictions only for compute_metrics, as HF
+            trainer.get_eval_dataloader(datasets), "Evaluation",
+            prediction_loss_only=True if trainer.compute_metrics is None else None,
+            ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix,
+        )
+        metrics = output.metrics
+        metrics.update(speed_metrics(
+            metric_key_prefix, start, num_samples=output.num_samples,
+            num_steps=math.ceil(output.num_samples / trainer.args.per_device_eval_batch_size),
+        ))
+        trainer.log(metrics)
+        trainer.callback_handler.on_evaluate(metrics)
+        return metrics
 
-    def predict(
-        self: Trainer, test_dataset: Any, ignore_keys: list[str] | None = None,
-        metric_key_prefix: str = "test",
-    ) -> PredictionOutput:
-        """Predict on ``test_dataset``: predictions, label ids (or ``None``) and metrics.
+    def predict(self, test_dataset: Any, ignore_keys: list[str] | None,
+                metric_key_prefix: str) -> PredictionOutput:
+        """``Trainer.predict``: predictions, label ids and metrics; ``on_predict``, no log."""
+        trainer = self.trainer
+        start = time.time()
+        output = trainer.evaluation_loop(
+            trainer.get_test_dataloader(test_dataset), "Prediction", ignore_keys=ignore_keys,
+            metric_key_prefix=metric_key_prefix,
+        )
+        output.metrics.update(speed_metrics(
+            metric_key_prefix, start, num_samples=output.num_samples,
+            num_steps=math.ceil(output.num_samples / trainer.args.per_device_eval_batch_size),
+        ))
+        trainer.callback_handler.on_predict(output.metrics)
+        return PredictionOutput(output.predictions, output.label_ids, output.metrics)
 
-        Fires ``on_prediction_step`` per batch and ``on_predict``; it does not log.
-        """
-        with self._exception_funnel():
-            start = time.time()
-            output = self.evaluation_loop(
-                self.get_test_dataloader(test_dataset), "Prediction", ignore_keys=ignore_keys,
-                metric_key_prefix=metric_key_prefix,
-            )
-            output.metrics.update(speed_metrics(
-                metric_key_prefix, start, num_samples=output.num_samples,
-                num_steps=math.ceil(output.num_samples / self.args.per_device_eval_batch_size),
-            ))
-            self.callback_handler.on_predict(output.metrics)
-            return PredictionOutput(output.predictions, output.label_ids, output.metrics)
-
-    def evaluation_loop(
-        self: Trainer, dataloader: Any, description: str, prediction_loss_only: bool | None = None,
-        ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval",
-    ) -> EvalLoopOutput:
-        """Run the model over ``dataloader``; HF's metric rules (``{prefix}_loss`` first, prefixing)."""
-        model = self.model
+    def evaluation_loop(self, dataloader: Any, prediction_loss_only: bool | None,
+                        ignore_keys: list[str] | None, metric_key_prefix: str) -> EvalLoopOutput:
+        """``Trainer.evaluation_loop``: the model over ``dataloader``, HF's metric rules."""
+        trainer = self.trainer
+        model = trainer.model
+        hooks = trainer.callback_handler
+        prediction_step = trainer.prediction_step
+        preprocess = trainer.preprocess_logits_for_metrics
         was_training = model.training
         model.eval()
-        self.callback_handler.set_context(eval_dataloader=dataloader)
+        hooks.set_context(eval_dataloader=dataloader)
         loss_sum: torch.Tensor | None = None
         num_samples = 0
         all_logits: list[Any] = []
         all_labels: list[Any] = []
         if prediction_loss_only is None:
-            prediction_loss_only = self.args.prediction_loss_only
+            prediction_loss_only = trainer.args.prediction_loss_only
         want_predictions = not prediction_loss_only
         try:
             for batch in dataloader:
                 size = batch_size_of(batch)
                 num_samples += size
-                loss, logits, labels = self.prediction_step(model, batch, not want_predictions,
-                                                            ignore_keys)
+                loss, logits, labels = prediction_step(model, batch, not want_predictions,
+                                                       ignore_keys)
                 if loss is not None:
                     weighted = loss.detach().float() * size
                     loss_sum = weighted if loss_sum is None else loss_sum + weighted
                 if want_predictions:
-                    if logits is not None and self.preprocess_logits_for_metrics is not None:
-                        logits = self.preprocess_logits_for_metrics(logits, labels)
+                    if logits is not None and preprocess is not None:
+                        logits = preprocess(logits, labels)
                     if logits is not None:
                         all_logits.append(_detach(logits))
                     if labels is not None:
                         all_labels.append(_detach(labels))
-                self.callback_handler.on_prediction_step()
+                hooks.on_prediction_step()
         finally:
             if was_training:
                 model.train()
         if distributed.world_size() > 1:  # every sample exactly once: no padding in the loss
             loss_sum, num_samples, all_logits, all_labels = _gather_evaluation(
-                loss_sum, num_samples, all_logits, all_labels, self.device
+                loss_sum, num_samples, all_logits, all_labels, trainer.device
             )
         predictions = _concat(all_logits)
         label_ids = _concat(all_labels)
         metrics: dict[str, Any] = {}
-        if self.compute_metrics is not None and predictions is not None and label_ids is not None:
-            metrics = dict(self.compute_metrics(EvalPrediction(predictions, label_ids)))
+        compute_metrics = trainer.compute_metrics
+        if compute_metrics is not None and predictions is not None and label_ids is not None:
+            metrics = dict(compute_metrics(EvalPrediction(predictions, label_ids)))
         metrics = {k: v.item() if hasattr(v, "item") else v for k, v in metrics.items()}
         if loss_sum is not None and num_samples:
             metrics[f"{metric_key_prefix}_loss"] = (loss_sum / num_samples).item()
@@ -137,29 +144,26 @@ class EvaluationMixin:
                 metrics[f"{metric_key_prefix}_{key}"] = metrics.pop(key)
         return EvalLoopOutput(predictions, label_ids, metrics, num_samples)
 
-    def prediction_step(
-        self: Trainer, model: torch.nn.Module, inputs: Any, prediction_loss_only: bool,
-        ignore_keys: list[str] | None = None,
-    ) -> tuple[torch.Tensor | None, Any, Any]:
-        """One evaluation batch: ``(loss, logits, labels)``, each possibly ``None``.
-
-        As HF, output keys the model's config lists in ``keys_to_ignore_at_inference`` (a
-        causal LM's ``past_key_values``) are left out unless ``ignore_keys`` is given.
-        """
+    def prediction_step(self, model: torch.nn.Module, inputs: Any, prediction_loss_only: bool,
+                        ignore_keys: list[str] | None) -> tuple[torch.Tensor | None, Any, Any]:
+        """``Trainer.prediction_step``: one batch's ``(loss, logits, labels)``, each maybe None."""
+        trainer = self.trainer
         if ignore_keys is None:  # HF's defaults, "cache" for a model with a config
-            config = getattr(self.model, "config", None)
+            config = getattr(trainer.model, "config", None)
             ignore_keys = [] if config is None else list(
                 getattr(config, "keys_to_ignore_at_inference", ["cache"]))
-        if self.device.type != "cpu":
-            inputs = to_device(inputs, self.device)
-        labels = split_labels(inputs, self.label_names)[1]
-        with torch.no_grad(), self._autocast():
-            if labels is not None and self._compute_loss_takes_count:
+        device = trainer.device
+        if device.type != "cpu":
+            inputs = to_device(inputs, device)
+        labels = split_labels(inputs, trainer.label_names)[1]
+        with torch.no_grad(), trainer.compute_loss_context_manager():
+            if labels is not None and self.compute_loss_takes_count:
                 # HF 5.x passes the batch's own count here (None where it counts nothing)
-                loss, outputs = self.compute_loss(model, inputs, return_outputs=True,
-                                                  num_items_in_batch=self._item_count(inputs))
+                loss, outputs = trainer.compute_loss(
+                    model, inputs, return_outputs=True,
+                    num_items_in_batch=batch_item_count(trainer, inputs))
             elif labels is not None:  # an override written for HF < 4.46
-                loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+                loss, outputs = trainer.compute_loss(model, inputs, return_outputs=True)
             else:
                 loss = None
                 outputs = model(**inputs) if isinstance(inputs, Mapping) else model(*inputs)

@@ -5,17 +5,26 @@ to ``compute_loss_func``, to ``training_step`` / ``compute_loss`` overrides that
 models whose ``forward`` takes loss keyword arguments, so that a loss summed and divided by it is
 the group's mean however the tokens fall into micro-batches. The signature checks here run once,
 when the Trainer is built.
+
+In training the count is the group's on this process (a tensor), and the loss of
+``compute_loss_func`` or of such a model is taken as already normalised over the group (a sum
+divided by it; a mean per micro-batch is not divided again, as in HF); in evaluation it is each
+batch's own count (HF 5.x). A model whose ``forward`` takes ``**kwargs`` (or whose
+``accepts_loss_kwargs`` is true) gets it, its ``labels`` counted, when the batch is a dict.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from hooktrain.data import split_labels
+
+if TYPE_CHECKING:
+    from hooktrain.trainer import Trainer
 
 
 def takes_item_count(method: Callable[..., Any], positional: bool) -> bool:
@@ -97,3 +106,21 @@ def count_items(batch: Any, label_names: Sequence[str], shifted: bool) -> torch.
     if not isinstance(labels, torch.Tensor):
         return None
     return (labels[..., 1:] if shifted else labels).ne(-100).sum()
+
+
+def batch_item_count(trainer: Trainer, batch: Any) -> torch.Tensor | None:
+    """HF's ``num_items_in_batch`` for one batch, on the device; None where HF has none.
+
+    ``compute_loss_func`` counts the labels it is given (``label_names``); a model taking loss
+    keyword arguments counts ``labels`` (or ``shift_labels``) of a dict batch only, as HF.
+    """
+    if trainer.compute_loss_func is not None:
+        count = count_items(batch, trainer.label_names, trainer.model_loss_shifts_labels)
+    elif trainer.model_accepts_loss_kwargs and isinstance(batch, Mapping):
+        count = count_items(batch, ("labels",), trainer.model_loss_shifts_labels)
+    else:
+        return None
+    device = trainer.device
+    if count is not None and device.type != "cpu":
+        count = count.to(device, non_blocking=True)
+    return count

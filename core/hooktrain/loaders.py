@@ -1,8 +1,8 @@
-"""The DataLoaders of :class:`~hooktrain.Trainer`: HF's override points and how they are built.
+"""``DataLoaderBuilder``: how the Trainer's DataLoaders are built.
 
-``get_train_dataloader``, ``get_eval_dataloader(eval_dataset=None)`` and
-``get_test_dataloader`` are what the loop and ``evaluate``/``predict`` call, so a Trainer
-subclass that overrides one is what runs. Map-style data sets get an
+``Trainer.get_train_dataloader``, ``get_eval_dataloader(eval_dataset=None)`` and
+``get_test_dataloader`` delegate here, and the loop and ``evaluate``/``predict`` call those
+Trainer methods, so a subclass that overrides one is what runs. Map-style data sets get an
 :class:`~hooktrain.data.EpochBatchSampler` (seeded, resumable, sliced per process); data sets
 without a length go through :mod:`hooktrain.iterable`.
 """
@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hooktrain.data import EpochBatchSampler, drop_columns, make_dataloader, unused_columns
+from hooktrain.data import (
+    EpochBatchSampler,
+    drop_columns,
+    make_dataloader,
+    unused_columns,
+)
 from hooktrain.errors import ConfigError
 from hooktrain.iterable import SignatureColumns, has_length, iterable_dataloader
 
@@ -22,31 +27,58 @@ if TYPE_CHECKING:
     from hooktrain.trainer import Trainer
 
 
-class DataLoadersMixin:
-    """The training, evaluation and test loaders; mixed into :class:`~hooktrain.Trainer`."""
+class DataLoaderBuilder:
+    """The training, evaluation and test loaders of one Trainer, from its current settings."""
 
-    def get_train_dataloader(self: Trainer) -> torch.utils.data.DataLoader:
-        args = self.args
-        if not has_length(self.train_dataset):
-            return self._iterable_dataloader(self.train_dataset,
-                                             args.per_device_train_batch_size, pad_uneven=True)
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def train(self) -> torch.utils.data.DataLoader:
+        """Over ``train_dataset``: shuffled (``train_sampling_strategy``), padded across ranks."""
+        trainer = self.trainer
+        args, dataset = trainer.args, trainer.train_dataset
+        if not has_length(dataset):
+            return self._iterable(dataset, args.per_device_train_batch_size, pad_uneven=True)
         sampler = EpochBatchSampler(
-            len(self.train_dataset), args.per_device_train_batch_size,
+            len(dataset), args.per_device_train_batch_size,
             shuffle=args.train_sampling_strategy == "random",
             seed=args.data_seed if args.data_seed is not None else args.seed,
             drop_last=args.dataloader_drop_last, rank=args.process_index,
             world_size=args.world_size, pad_uneven=True,
         )
-        return self._dataloader(self.train_dataset, sampler)
+        return self._mapped(dataset, sampler)
 
-    def _dataloader(self: Trainer, dataset: Any, sampler: EpochBatchSampler) -> torch.utils.data.DataLoader:
-        args = self.args
-        collate = self.data_collator
+    def evaluation(self, eval_dataset: Any) -> torch.utils.data.DataLoader:
+        """Over ``eval_dataset`` (default: the Trainer's; a name picks one of a dict)."""
+        trainer = self.trainer
+        dataset = trainer.eval_dataset if eval_dataset is None else eval_dataset
+        if isinstance(dataset, str) and isinstance(trainer.eval_dataset, Mapping):
+            dataset = trainer.eval_dataset[dataset]
+        if dataset is None:
+            raise ConfigError("get_eval_dataloader() needs an eval_dataset (in the Trainer or "
+                              "here).")
+        return self.ordered(dataset)
+
+    def ordered(self, dataset: Any) -> torch.utils.data.DataLoader:
+        """In data-set order, each sample once over all processes (evaluation, prediction)."""
+        args = self.trainer.args
+        if not has_length(dataset):
+            return self._iterable(dataset, args.per_device_eval_batch_size, pad_uneven=False)
+        sampler = EpochBatchSampler(
+            len(dataset), args.per_device_eval_batch_size, shuffle=False, seed=0,
+            rank=args.process_index, world_size=args.world_size,
+        )
+        return self._mapped(dataset, sampler)
+
+    def _mapped(self, dataset: Any, sampler: EpochBatchSampler) -> torch.utils.data.DataLoader:
+        trainer = self.trainer
+        args = trainer.args
+        collate = trainer.data_collator
         if args.remove_unused_columns and len(dataset) > 0:
-            columns = unused_columns(self.model, dataset[0], self.label_names)
+            columns = unused_columns(trainer.model, dataset[0], trainer.label_names)
             if columns:
                 collate = drop_columns(collate, columns)
-        pin = args.dataloader_pin_memory and self.device.type == "cuda"
+        pin = args.dataloader_pin_memory and trainer.device.type == "cuda"
         return make_dataloader(
             dataset, sampler, collate, args.dataloader_num_workers, pin, args.seed,
             persistent_workers=args.dataloader_persistent_workers,
@@ -54,37 +86,15 @@ class DataLoadersMixin:
             multiprocessing_context=args.dataloader_multiprocessing_context,
         )
 
-    def _iterable_dataloader(self: Trainer, dataset: Any, batch_size: int,
-                             pad_uneven: bool) -> torch.utils.data.DataLoader:
-        args = self.args
-        collate = self.data_collator
+    def _iterable(self, dataset: Any, batch_size: int,
+                  pad_uneven: bool) -> torch.utils.data.DataLoader:
+        trainer = self.trainer
+        args = trainer.args
+        collate = trainer.data_collator
         if args.remove_unused_columns:
-            collate = SignatureColumns(collate, self.model, self.label_names)
+            collate = SignatureColumns(collate, trainer.model, trainer.label_names)
         return iterable_dataloader(
             dataset, batch_size, collate, args.process_index, args.world_size, pad_uneven,
-            args.dataloader_num_workers, args.dataloader_pin_memory and self.device.type == "cuda",
+            args.dataloader_num_workers,
+            args.dataloader_pin_memory and trainer.device.type == "cuda",
         )
-
-    def get_eval_dataloader(self: Trainer, eval_dataset: Any = None) -> torch.utils.data.DataLoader:
-        """The loader over ``eval_dataset`` (default: the Trainer's; a name picks one of a dict)."""
-        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
-        if isinstance(dataset, str) and isinstance(self.eval_dataset, Mapping):
-            dataset = self.eval_dataset[dataset]
-        if dataset is None:
-            raise ConfigError("get_eval_dataloader() needs an eval_dataset (in the Trainer or "
-                              "here).")
-        return self._ordered_dataloader(dataset)
-
-    def get_test_dataloader(self: Trainer, test_dataset: Any) -> torch.utils.data.DataLoader:
-        """The loader ``predict`` runs over (HF's override point)."""
-        return self._ordered_dataloader(test_dataset)
-
-    def _ordered_dataloader(self: Trainer, dataset: Any) -> torch.utils.data.DataLoader:
-        if not has_length(dataset):
-            return self._iterable_dataloader(dataset, self.args.per_device_eval_batch_size,
-                                             pad_uneven=False)
-        sampler = EpochBatchSampler(
-            len(dataset), self.args.per_device_eval_batch_size, shuffle=False, seed=0,
-            rank=self.args.process_index, world_size=self.args.world_size,
-        )
-        return self._dataloader(dataset, sampler)

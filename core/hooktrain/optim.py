@@ -92,6 +92,27 @@ def create_optimizer(model: torch.nn.Module, args: TrainingArguments,
     return torch.optim.AdamW(groups, **kwargs)
 
 
+def learning_rates(optimizer: Any, lr_scheduler: Any) -> list[float]:
+    """HF's ``get_learning_rates``: each param group's current learning rate."""
+    if lr_scheduler is None:
+        raise ConfigError("get_learning_rates() needs the optimizer and scheduler: call it "
+                          "during or after train().")
+    return [group["lr"] for group in optimizer.param_groups]
+
+
+def param_group(optimizer: Any, param: Any) -> Any:
+    """HF's ``get_optimizer_group``: the param group holding ``param``, or all groups."""
+    if optimizer is None:
+        raise ConfigError("get_optimizer_group() needs the optimizer: call create_optimizer() "
+                          "or train() first.")
+    if param is None:
+        return optimizer.param_groups
+    for group in optimizer.param_groups:
+        if any(p is param for p in group["params"]):
+            return group
+    return None
+
+
 def _fused_supported(params: list) -> bool:
     """Fused AdamW runs on CUDA everywhere and on CPU from torch 2.4; probe once, here."""
     if not params:

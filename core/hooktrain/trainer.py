@@ -1,61 +1,54 @@
-"""``Trainer``: the training loop. The only code that fires hooks, through the dispatcher.
+"""``Trainer``: the HF-compatible facade: construction, plugins, and every HF override point.
 
-Evaluation lives in :mod:`hooktrain.evaluation`, checkpointing in :mod:`hooktrain.resume`, the
-DataLoaders in :mod:`hooktrain.loaders` and HF's other override points in
-:mod:`hooktrain.overrides`; this module holds construction, plugin management and ``train()``.
-The loop keeps the host and the device apart: the loss is summed on the device and read once
-per logging step.
+It holds what HF's Trainer holds (arguments, model, data, optimizer and schedule, state and
+control) and the plugins with their dispatcher. The work is done by collaborators it owns,
+which call its methods back so that a subclass's override is what runs (docs/architecture.md):
+``loop`` (:class:`~hooktrain.loop.TrainingLoop`, ``train()`` and its
+:class:`~hooktrain.progress.TrainingProgress`), ``evaluator`` (:class:`~hooktrain.evaluation.
+Evaluator`), ``checkpointer`` (:class:`~hooktrain.checkpoint.Checkpointer`) and ``dataloaders``
+(:class:`~hooktrain.loaders.DataLoaderBuilder`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
-import random
-import sys
-import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from hooktrain import distributed, optim, schedules
+from hooktrain import metrics as metrics_module
 from hooktrain.args import TrainingArguments
 from hooktrain.callbacks import DefaultFlowCallback, PrinterCallback, ProgressCallback
+from hooktrain.checkpoint import Checkpointer
 from hooktrain.data import default_collate
 from hooktrain.errors import ConfigError
-from hooktrain import distributed
-from hooktrain.evaluation import EvaluationMixin
-from hooktrain.iterable import has_length
-from hooktrain.item_count import accepts_loss_kwargs, loss_shifts_labels, takes_item_count
-from hooktrain.loaders import DataLoadersMixin
-from hooktrain.loop import TrainingLoopMixin
-from hooktrain.loss_filter import LossFilter
-from hooktrain.overrides import OverridePointsMixin
+from hooktrain.evaluation import Evaluator
+from hooktrain.funnel import ExceptionFunnel
+from hooktrain.item_count import accepts_loss_kwargs, loss_shifts_labels
+from hooktrain.loaders import DataLoaderBuilder
+from hooktrain.loop import TrainingLoop
+from hooktrain.loss import compute_loss
+from hooktrain.outputs import EvalLoopOutput, PredictionOutput, TrainOutput
+from hooktrain.plugin_host import HookDispatcher, HooktrainPluginManager, PluginFault
 from hooktrain.preflight import check_trainer_setup
-from hooktrain.outputs import TrainOutput
-from hooktrain.plugin_host import (
-    Band,
-    HookDispatcher,
-    HooktrainPluginManager,
-    PluginFault,
+from hooktrain.preparation import (
+    activate_neftune,
+    apply_process_arguments,
+    autocast_factory,
+    call_model_init,
+    set_seed,
 )
-from hooktrain.resume import CheckpointMixin
 from hooktrain.trainer_state import TrainerControl, TrainerState
+
+__all__ = ["Trainer", "set_seed"]
 
 logger = logging.getLogger("hooktrain")
 
 
-def set_seed(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, DataLoadersMixin,
-              OverridePointsMixin):
+class Trainer:
     """Trains, evaluates and predicts with a PyTorch model, HF-compatible.
 
     Arguments are HF's. ``model`` is called as HF calls it: with a batch dict as keyword
@@ -63,14 +56,8 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, DataLoadersMi
     ``"loss"`` or a tuple with the loss first; or any module together with
     ``compute_loss_func(outputs, labels, num_items_in_batch=None)``, in which case the labels
     (``label_names``, or the last element of a tuple batch) are taken out of the batch first.
-    In training, ``num_items_in_batch`` is HF's: the number of labels other than -100 in the
-    whole accumulation group on this process (a tensor), and the function's loss is taken as
-    already normalised over the group (a sum divided by it; a mean per micro-batch is not divided
-    again, as in HF); in evaluation it is each batch's own count (HF 5.x). ``training_step`` /
-    ``compute_loss`` overrides get the count when their signature takes it (HF >= 4.46) and not
-    otherwise. As in HF, a model whose ``forward`` takes ``**kwargs`` (or whose
-    ``accepts_loss_kwargs`` is true) is called with ``num_items_in_batch`` (its ``labels``
-    counted) when the batch is a dict, and its loss is likewise taken as normalised over the group.
+    ``num_items_in_batch`` is HF's (>= 4.46), counted and passed as :mod:`hooktrain.item_count`
+    describes.
     """
 
     def __init__(
@@ -102,7 +89,7 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, DataLoadersMi
         if model is None:
             raise ConfigError("Trainer needs a model: Trainer(model=..., args=...), or "
                               "model_init=a function returning one.")
-        self._apply_process_arguments()
+        apply_process_arguments(self.args)
         self.device = self.args.device
         self.is_distributed = distributed.setup(self.args, self.device)
         self.model = model.to(self.device)
@@ -123,16 +110,21 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, DataLoadersMi
         self.is_in_train = False
         self._created_scheduler = False
         self.current_gradient_accumulation_steps = 1
-        self._training_step_takes_count = takes_item_count(self.training_step, positional=True)
-        self._compute_loss_takes_count = takes_item_count(self.compute_loss, positional=False)
         self.model_accepts_loss_kwargs = accepts_loss_kwargs(self.model)
-        self._loss_shifts_labels = loss_shifts_labels(self.model)
-        self._exception_depth = 0
+        #: whether the model's own loss shifts labels (a causal LM): HF counts labels[..., 1:]
+        self.model_loss_shifts_labels = loss_shifts_labels(self.model)
         self._state = TrainerState()
+        self._autocast = autocast_factory(self.args, self.device)
+        # The collaborators: each calls back into this object's (overridable) methods.
+        self.loop = TrainingLoop(self)
+        self.evaluator = Evaluator(self)
+        self.checkpointer = Checkpointer(self)
+        self.dataloaders = DataLoaderBuilder(self)
 
         self.plugin_manager = HooktrainPluginManager()
         self.callback_handler = HookDispatcher(self.plugin_manager, self.args.plugin_errors,
                                                self.args.plugin_timeout)
+        self._exception_funnel = ExceptionFunnel(self.callback_handler)
         self.callback_handler.set_rank(self.args.process_index == 0, self.args.world_size)
         self._state.is_world_process_zero = self.args.process_index == 0
         self._state.is_local_process_zero = self.args.local_process_index == 0
@@ -147,8 +139,6 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, DataLoadersMi
         self.plugin_manager.load_entrypoint_plugins(
             self.args.report_to, self.args.disable_plugins, self.args.plugin_settings)
         self.add_callback(PrinterCallback if self.args.disable_tqdm else ProgressCallback)
-        self._autocast = self._make_autocast()
-        self._scaler = torch.amp.GradScaler(self.device.type) if self.args.fp16 else None
         self.callback_handler.on_init_end()
 
     # ---- state and control ---------------------------------------------------------------
@@ -194,26 +184,6 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, DataLoadersMi
         """Remove a plugin; an instance that is not registered raises ``ValueError`` (as HF)."""
         self.callback_handler.remove_callback(callback)
 
-    # ---- the error funnel ----------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _exception_funnel(self):  # type: ignore[no-untyped-def]
-        """Fire ``on_exception`` once (from the outermost call) before an error propagates.
-
-        On success the outermost call drains the non-blocking plugins' queues before returning.
-        """
-        self._exception_depth += 1
-        try:
-            yield
-            if self._exception_depth == 1:
-                self.callback_handler.drain()  # non-blocking plugins finish before we return
-        except BaseException as exc:
-            if self._exception_depth == 1:
-                self.callback_handler.on_exception(exc)
-            raise
-        finally:
-            self._exception_depth -= 1
-
     # ---- training ------------------------------------------------------------------------
 
     def train(self, resume_from_checkpoint: str | bool | None = None) -> TrainOutput:
@@ -224,117 +194,155 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, DataLoadersMi
             try:
                 if self.args.neftune_noise_alpha is not None:
                     neftune = self._activate_neftune()
-                return self._train(resume_from_checkpoint)
+                if self._created_scheduler:  # made anew for every train(), as HF; one passed in
+                    self.lr_scheduler = None  # is kept
+                    self._created_scheduler = False
+                return self.loop.run(resume_from_checkpoint)
             finally:
                 self.is_in_train = False
                 if neftune is not None:  # the noise is for training only, as in HF
                     neftune.remove()
-                self._release_ddp_wrapper()
+                # Drop the DistributedDataParallel wrapper train() made (the next one makes
+                # anew): it holds the process group, and while anything does, destroying the
+                # group at exit cannot join gloo's threads (distributed.leave_process_group).
+                self.model_wrapped = self.model
 
-    def _release_ddp_wrapper(self) -> None:
-        """Drop the ``DistributedDataParallel`` wrapper ``train()`` made (the next one makes anew).
+    def training_step(self, model: torch.nn.Module, inputs: Any,
+                      num_items_in_batch: torch.Tensor | None = None) -> torch.Tensor:
+        """Forward and backward for one micro-batch; returns its detached, scaled loss (HF's)."""
+        return self.loop.training_step(model, inputs, num_items_in_batch)
 
-        It holds the process group, and while anything does, destroying the group at exit cannot
-        join gloo's threads: they outlive the interpreter and can abort the process (see
-        ``distributed.leave_process_group``). ``evaluate()``/``predict()`` need no wrapper.
-        """
-        self.model_wrapped = self.model
+    def compute_loss(self, model: torch.nn.Module, inputs: Any, return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        """The batch's loss (and outputs): from the model, or from ``compute_loss_func``."""
+        return compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
-    def _train(self, resume_from_checkpoint: str | bool | None) -> TrainOutput:
-        args = self.args
-        if self.train_dataset is None:
-            raise ConfigError("Trainer.train() needs a train_dataset.")
-        train_dataloader = self._train_dataloader = self.get_train_dataloader()
-        accumulation = args.gradient_accumulation_steps
-        if has_length(train_dataloader):
-            steps_in_epoch = len(train_dataloader)
-        elif args.max_steps > 0:  # an iterable data set: an "epoch" is max_steps steps (HF)
-            steps_in_epoch = args.max_steps * accumulation
-        else:
-            raise ConfigError("The train_dataset has no length (an IterableDataset), so the run "
-                              "cannot count its epochs: set max_steps in TrainingArguments.")
-        updates_per_epoch = max(math.ceil(steps_in_epoch / accumulation), 1)
-        if not has_length(train_dataloader):
-            max_steps, num_train_epochs = args.max_steps, sys.maxsize  # until max_steps, as HF
-        elif args.max_steps > 0:
-            max_steps = args.max_steps
-            num_train_epochs = math.ceil(max_steps / updates_per_epoch)
-        else:
-            max_steps = math.ceil(args.num_train_epochs * updates_per_epoch)
-            num_train_epochs = math.ceil(args.num_train_epochs)
-        if self.model_init is not None:  # a fresh model, seeded first, as HF
-            set_seed(args.seed)
-            self.model = self.call_model_init().to(self.device)
-            self.model_wrapped = self.model
-            self.optimizer, self.lr_scheduler = None, None
-            self.model_accepts_loss_kwargs = accepts_loss_kwargs(self.model)
-            self._loss_shifts_labels = loss_shifts_labels(self.model)
-        if self.model_wrapped is self.model:
-            self.model_wrapped = self._wrap_model_for_training()
-        if self._created_scheduler:  # made anew for every train(), as HF; a passed one is kept
-            self.lr_scheduler = None
-            self._created_scheduler = False
-        self.create_optimizer_and_scheduler(num_training_steps=max_steps)
+    def compute_loss_context_manager(self) -> Any:
+        """The context ``compute_loss`` runs in: autocast under ``bf16``/``fp16`` (HF)."""
+        return self._autocast()
 
-        self.state = TrainerState(train_batch_size=args.per_device_train_batch_size)
-        self.state.compute_steps(args, max_steps)
-        self.state.max_steps = max_steps
-        self.state.num_train_epochs = num_train_epochs
-        self.state.is_world_process_zero = args.process_index == 0
-        self.state.is_local_process_zero = args.local_process_index == 0
-        self.callback_handler.set_context(
-            model=self.model, optimizer=self.optimizer, lr_scheduler=self.lr_scheduler,
-            train_dataloader=train_dataloader,
-        )
-        self._tr_loss = torch.zeros((), device=self.device)
-        self._loss_filter = LossFilter(args.logging_nan_inf_filter)
-        self._total_loss_scalar = 0.0
-        self._globalstep_last_logged = 0
-        self._last_grad_norm: Any = None
-        self._last_learning_rate = 0.0
+    def autocast_smart_context_manager(self, cache_enabled: bool | None = True) -> Any:
+        return self._autocast()
 
-        self.control.should_training_stop = False  # left set by an earlier train() (HF §1.6)
-        checkpoint = self._resolve_resume(resume_from_checkpoint)
-        if checkpoint is not None:
-            self._load_checkpoint(checkpoint)
-            self.callback_handler.on_load_checkpoint(checkpoint)
-        start_time = time.time()
-        epochs_done = self.state.global_step // updates_per_epoch
-        skip_batches = 0
-        if not args.ignore_data_skip:
-            skip_batches = (self.state.global_step % updates_per_epoch) * accumulation
+    def _maybe_log_save_evaluate(self) -> None:
+        """After each optimizer step and epoch: log, evaluate and save as ``control`` asks."""
+        self.loop.maybe_log_save_evaluate()
 
-        # As in HF, a stop a callback asked for in the run that wrote the checkpoint does not
-        # stop the resumed one (on_train_begin clears it): only max_steps ends it at once.
-        finished = self.state.global_step >= max_steps
-        self.callback_handler.on_train_begin()
-        if finished:  # a resumed run that had already ended: it ends stopped, training nothing
-            self.control.should_training_stop = True
-        if args.eval_on_start:
-            self._evaluate_during_training()
-        self.model.train()
-        if not finished:
-            for epoch in range(epochs_done, num_train_epochs):
-                self._train_epoch(train_dataloader, epoch, steps_in_epoch, skip_batches)
-                skip_batches = 0
-                if self.control.should_training_stop:
-                    break
-        elif checkpoint is not None:
-            logger.info("%s was saved when training ended; nothing left to train.", checkpoint)
-        return self._finish_training(start_time, max_steps)
+    def _save_checkpoint(self) -> Path:
+        """Write ``checkpoint-<global_step>`` (docs/checkpoints.md); returns its directory."""
+        return self.checkpointer.save(self.loop.progress)
 
-    # ---- logging -------------------------------------------------------------------------
+    # ---- optimizer and schedule ------------------------------------------------------------
+
+    def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
+        """Parameters that get weight decay: all but biases and normalisation weights (HF)."""
+        return sorted(optim.decay_parameter_names(model))
+
+    def create_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer for ``args.optim``, unless one was passed in ``optimizers``."""
+        if self.optimizer is None:
+            decay = self.get_decay_parameter_names(self.model) if self.args.weight_decay else None
+            self.optimizer = optim.create_optimizer(self.model, self.args, decay,
+                                                    self.optimizer_cls_and_kwargs)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int,
+                         optimizer: torch.optim.Optimizer | None = None) -> Any:
+        """The schedule for ``args.lr_scheduler_type``, unless one was passed in ``optimizers``
+        (``train()`` makes one the Trainer made anew, as HF)."""
+        if self.lr_scheduler is None:
+            self.lr_scheduler = schedules.create_scheduler(
+                self.optimizer if optimizer is None else optimizer, self.args, num_training_steps
+            )
+            self._created_scheduler = True
+        return self.lr_scheduler
+
+    def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
+        """HF's entry point: ``create_optimizer()`` then ``create_scheduler(...)``."""
+        self.create_optimizer()
+        self.create_scheduler(num_training_steps=num_training_steps, optimizer=self.optimizer)
+
+    def get_learning_rates(self) -> list[float]:
+        return optim.learning_rates(self.optimizer, self.lr_scheduler)
+
+    def get_optimizer_group(self, param: Any = None) -> Any:
+        """The optimizer's param group holding ``param``, or all groups (HF)."""
+        return optim.param_group(self.optimizer, param)
+
+    def num_examples(self, dataloader: torch.utils.data.DataLoader) -> int:
+        """How many samples ``dataloader`` holds (its data set's length, as HF)."""
+        return len(dataloader.dataset)
+
+    def get_num_trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def get_total_train_batch_size(self, args: Any = None) -> int:
+        """Samples per optimizer step over all processes (HF)."""
+        args = args or self.args
+        return (args.per_device_train_batch_size * args.gradient_accumulation_steps
+                * args.world_size)
+
+    def floating_point_ops(self, inputs: Any) -> int:
+        """The model's own estimate (transformers' ``floating_point_ops``), else 0, as HF."""
+        counter = getattr(self.model, "floating_point_ops", None)
+        return counter(inputs) if callable(counter) else 0
+
+    # ---- data ------------------------------------------------------------------------------
+
+    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+        """The loader ``train()`` runs over (HF's override point)."""
+        return self.dataloaders.train()
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> torch.utils.data.DataLoader:
+        """The loader over ``eval_dataset`` (default: the Trainer's; a name picks one of a dict)."""
+        return self.dataloaders.evaluation(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset: Any) -> torch.utils.data.DataLoader:
+        """The loader ``predict`` runs over (HF's override point)."""
+        return self.dataloaders.ordered(test_dataset)
+
+    # ---- evaluation and prediction -----------------------------------------------------------
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
+                 metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Evaluate on ``eval_dataset`` (or each of a dict of them, metric prefix
+        ``{metric_key_prefix}_{name}``); returns the metrics. Fires ``on_prediction_step`` per
+        batch, then ``on_log`` and ``on_evaluate`` once per data set."""
+        with self._exception_funnel():
+            return self.evaluator.evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+    def predict(self, test_dataset: Any, ignore_keys: list[str] | None = None,
+                metric_key_prefix: str = "test") -> PredictionOutput:
+        """Predictions, label ids (or ``None``) and metrics on ``test_dataset``. Fires
+        ``on_prediction_step`` per batch and ``on_predict``; it does not log."""
+        with self._exception_funnel():
+            return self.evaluator.predict(test_dataset, ignore_keys, metric_key_prefix)
+
+    def evaluation_loop(self, dataloader: Any, description: str,
+                        prediction_loss_only: bool | None = None,
+                        ignore_keys: list[str] | None = None,
+                        metric_key_prefix: str = "eval") -> EvalLoopOutput:
+        """Run the model over ``dataloader``; HF's metric rules (``{prefix}_loss`` first)."""
+        return self.evaluator.evaluation_loop(dataloader, prediction_loss_only, ignore_keys,
+                                              metric_key_prefix)
+
+    def prediction_step(self, model: torch.nn.Module, inputs: Any, prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None,
+                        ) -> tuple[torch.Tensor | None, Any, Any]:
+        """One evaluation batch: ``(loss, logits, labels)``, each possibly ``None``; output
+        keys in the config's ``keys_to_ignore_at_inference`` are left out (HF)."""
+        return self.evaluator.prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+
+    # ---- logging, saving and HF's script helpers -------------------------------------------
 
     def log(self, logs: dict[str, Any], start_time: float | None = None) -> None:
         """Record ``logs`` (with ``epoch`` and what ``on_pre_log`` adds) in ``state.log_history``
         and fire ``on_log``."""
         logs["epoch"] = self.state.epoch
-        _plain_values(logs)
-        logs.update(_plain_values(self.callback_handler.on_pre_log(logs)))
+        metrics_module.plain_values(logs)
+        logs.update(metrics_module.plain_values(self.callback_handler.on_pre_log(logs)))
         self.state.log_history.append({**logs, "step": self.state.global_step})
         self.callback_handler.on_log(logs)
-
-    # ---- HF conveniences ------------------------------------------------------------------
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Write the model (``model.safetensors``, ``config.json`` when it has a config) to
@@ -349,17 +357,40 @@ class Trainer(TrainingLoopMixin, EvaluationMixin, CheckpointMixin, DataLoadersMi
 
     save_model.writes_checkpoint_weights_itself = True  # type: ignore[attr-defined]
 
-    def _make_autocast(self) -> Callable[[], Any]:
-        dtype = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
-        if dtype is None:
-            return contextlib.nullcontext
-        device_type = self.device.type
-        return lambda: torch.autocast(device_type, dtype=dtype)
+    def save_state(self) -> None:
+        """Write ``trainer_state.json`` into ``args.output_dir`` (HF's ``save_state``)."""
+        if self.args.should_save:
+            path = Path(self.args.output_dir)
+            path.mkdir(parents=True, exist_ok=True)
+            self.state.save_to_json(path / "trainer_state.json")
 
+    def metrics_format(self, metrics: dict[str, float]) -> dict[str, Any]:
+        """``metrics`` for printing: runtimes as ``h:mm:ss.ss``, ``total_flos`` in GF."""
+        return metrics_module.metrics_format(metrics)
 
-def _plain_values(logs: dict[str, Any]) -> dict[str, Any]:
-    """Tensors and numpy scalars in ``logs`` become Python numbers, in place (HF #10299)."""
-    for key, value in logs.items():
-        if isinstance(value, (torch.Tensor, np.generic)):
-            logs[key] = value.item()
-    return logs
+    def log_metrics(self, split: str, metrics: dict[str, float]) -> None:
+        """Print ``metrics`` as HF does (``***** train metrics *****``), on the main process."""
+        if self.is_world_process_zero():
+            metrics_module.print_metrics(split, self.metrics_format(metrics))
+
+    def save_metrics(self, split: str, metrics: dict[str, float], combined: bool = True) -> None:
+        """Write ``{split}_results.json`` (and merge into ``all_results.json`` when combined)."""
+        if self.is_world_process_zero():
+            metrics_module.save_metrics(self.args.output_dir, split, metrics, combined)
+
+    # ---- the model and the processes ---------------------------------------------------------
+
+    def call_model_init(self, trial: Any = None) -> torch.nn.Module:
+        """A fresh model from ``model_init()`` (or ``model_init(trial)``), as HF calls it."""
+        return call_model_init(self.model_init, trial)
+
+    def _activate_neftune(self) -> Any:
+        """HF's NEFTune on the model's input embeddings; returns the hook handle."""
+        return activate_neftune(self.model, self.args.neftune_noise_alpha)
+
+    def is_world_process_zero(self) -> bool:
+        return self.args.process_index == 0
+
+    def is_local_process_zero(self) -> bool:
+        return self.args.local_process_index == 0
+

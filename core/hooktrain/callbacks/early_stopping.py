@@ -70,7 +70,7 @@ class EarlyStoppingCallback(TrainerCallback, ExportableState):
         value = metrics.get(key)
         if value is None:
             # With several eval sets this fires once per set and only one holds the key; the
-            # Trainer raises when no set produced it (see Trainer._update_best_metric).
+            # Trainer raises when no set produced it (see Checkpointer.update_best_metric).
             if not self._warned_missing:
                 logger.warning(
                     "EarlyStoppingCallback watches %r but this evaluation produced only %s.",

@@ -1,9 +1,9 @@
-"""Saving, resuming and the best model: the checkpoint side of :class:`~hooktrain.Trainer`.
+"""``Checkpointer``: saving, resuming and the best model, for one :class:`~hooktrain.Trainer`.
 
-What a checkpoint holds and how it is written is :mod:`hooktrain.checkpoint`; this module decides
-when and with what. On resume the *progress* (steps, epoch, logs, best metric, plugin states,
-running loss sums, RNG) comes from the checkpoint and the *schedule* (logging, eval and save
-steps, max_steps) from the new arguments (HF #36303).
+What a checkpoint holds and how it is written is :mod:`hooktrain.checkpoint.format`; this module
+decides when and with what. On resume the *progress* (steps, epoch, logs, best metric, plugin
+states, running loss sums, RNG) comes from the checkpoint and the *schedule* (logging, eval and
+save steps, max_steps) from the new arguments (HF #36303). See docs/checkpoints.md.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hooktrain import checkpoint as ckpt
 from hooktrain import distributed
+from hooktrain.checkpoint import format as ckpt
 from hooktrain.errors import CheckpointError, ConfigError
-from hooktrain.loss_filter import reduced_sum
 from hooktrain.plugin_host import plugin_state
+from hooktrain.progress import TrainingProgress
 from hooktrain.trainer_state import TrainerState
 
 if TYPE_CHECKING:
@@ -31,38 +31,42 @@ _PROGRESS_FIELDS = (
 )
 
 
-class CheckpointMixin:
-    """Checkpoint saving and resuming; mixed into :class:`~hooktrain.Trainer`."""
+class Checkpointer:
+    """Writes, finds, loads and rotates the checkpoints of one Trainer's ``output_dir``.
 
-    _resumed_from: Path | None = None
+    It reads the trainer's public attributes (arguments, state, model, optimizer, scheduler,
+    plugins) at each call, so what a subclass or a plugin swapped in is what gets saved.
+    """
 
-    def _save_checkpoint(self: Trainer) -> Path:
-        args, state = self.args, self.state
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        #: the checkpoint this run resumed from: rotation never deletes it
+        self.resumed_from: Path | None = None
+
+    # ---- saving --------------------------------------------------------------------------
+
+    def save(self, progress: TrainingProgress) -> Path:
+        """Write ``checkpoint-<global_step>`` (rank zero) and rotate; each rank returns its path."""
+        trainer = self.trainer
+        args, state = trainer.args, trainer.state
         output_dir = Path(args.output_dir)
         step = state.global_step
         if state.best_global_step is not None and args.save_strategy != "no":
             best = output_dir / f"{ckpt.PREFIX}-{state.best_global_step}"
             if state.best_global_step == step or best.is_dir():
                 state.best_model_checkpoint = str(best)
-        state.stateful_callbacks = plugin_state.collect(self.plugin_manager.records(), self.control)
-        # Collectives first, on every rank: the mean running loss (each rank restores it, so the
-        # logged means continue exactly) and every rank's RNG state, which rank zero writes.
-        loop = {
-            "tr_loss": reduced_sum(self._loss_filter, self._tr_loss,
-                                   self._globalstep_last_logged, distributed.mean_over_processes),
-            "total_loss_scalar": self._total_loss_scalar,
-            "globalstep_last_logged": self._globalstep_last_logged,
-            # what the next training log reports if it comes before another step
-            "last_grad_norm": None if self._last_grad_norm is None else float(self._last_grad_norm),
-            "last_learning_rate": float(self._last_learning_rate),  # a tensor lr is valid
-        }
+        state.stateful_callbacks = plugin_state.collect(trainer.plugin_manager.records(),
+                                                        trainer.control)
+        # Collectives first, on every rank: the mean running loss and every rank's RNG state,
+        # which rank zero writes.
+        loop = progress.to_saved()
         rng_states = distributed.gather_objects(ckpt.collect_rng_state())
         path = output_dir / f"{ckpt.PREFIX}-{step}"
         if args.should_save:
             writers = {
-                ckpt.WEIGHTS: ckpt.save_weights(self.model),
-                ckpt.OPTIMIZER: ckpt.save_torch(self.optimizer.state_dict()),
-                ckpt.SCHEDULER: ckpt.save_torch(self.lr_scheduler.state_dict()),
+                ckpt.WEIGHTS: ckpt.save_weights(trainer.model),
+                ckpt.OPTIMIZER: ckpt.save_torch(trainer.optimizer.state_dict()),
+                ckpt.SCHEDULER: ckpt.save_torch(trainer.lr_scheduler.state_dict()),
                 **{ckpt.rng_file(rank): ckpt.save_torch(rng)
                    for rank, rng in enumerate(rng_states)},
                 ckpt.TRAINER_STATE: state.save_to_json,
@@ -70,44 +74,51 @@ class CheckpointMixin:
                 ckpt.LOOP_STATE: ckpt.save_json(loop),
             }
             path = ckpt.write_checkpoint(output_dir, step, writers, before=self._save_model_hook())
-            keep = [path] + [p for p in (self._resumed_from,) if p is not None]
+            keep = [path] + [p for p in (self.resumed_from,) if p is not None]
             if state.best_model_checkpoint:
                 keep.append(Path(state.best_model_checkpoint))
             ckpt.rotate_checkpoints(output_dir, args.save_total_limit, keep)
         distributed.barrier()  # on_save fires on every rank once the checkpoint is complete
         return path
 
-    def _save_model_hook(self: Trainer) -> Any:
+    def _save_model_hook(self) -> Any:
         """A ``save_model`` override, called into the checkpoint as HF's ``_save_checkpoint``
         calls it (``_internal_call=True``); the checkpoint's own weights are written after it."""
-        if getattr(type(self).save_model, "writes_checkpoint_weights_itself", False):
+        trainer = self.trainer
+        if getattr(type(trainer).save_model, "writes_checkpoint_weights_itself", False):
             return None  # the Trainer's own: the checkpoint writes the weights
-        return lambda directory: self.save_model(str(directory), _internal_call=True)
+        return lambda directory: trainer.save_model(str(directory), _internal_call=True)
 
-    def _resolve_resume(self: Trainer, resume_from_checkpoint: str | bool | None) -> Path | None:
-        self._resumed_from = None
+    # ---- resuming ------------------------------------------------------------------------
+
+    def resolve(self, resume_from_checkpoint: str | bool | None) -> Path | None:
+        """The checkpoint ``train(resume_from_checkpoint=...)`` resumes from, checked; or None."""
+        args = self.trainer.args
+        self.resumed_from = None
         if resume_from_checkpoint is None or resume_from_checkpoint is False:
             return None
-        if self.args.should_save:
-            ckpt.remove_stale_temporaries(self.args.output_dir)
+        if args.should_save:
+            ckpt.remove_stale_temporaries(args.output_dir)
         if resume_from_checkpoint is True:
-            found = ckpt.newest_complete_checkpoint(self.args.output_dir)
+            found = ckpt.newest_complete_checkpoint(args.output_dir)
             if found is None:
                 logger.warning(
                     "resume_from_checkpoint=True but %s holds no complete checkpoint; "
-                    "training starts from scratch.", self.args.output_dir,
+                    "training starts from scratch.", args.output_dir,
                 )
                 return None
-            self._resumed_from = found  # checked file by file already
+            self.resumed_from = found  # checked file by file already
             return found
-        self._resumed_from = ckpt.verify_checkpoint(Path(resume_from_checkpoint))
-        return self._resumed_from
+        self.resumed_from = ckpt.verify_checkpoint(Path(resume_from_checkpoint))
+        return self.resumed_from
 
-    def _load_checkpoint(self: Trainer, path: Path) -> None:
+    def load(self, path: Path, progress: TrainingProgress) -> None:
         """Restore weights, optimizer, scheduler, progress, loss sums, RNG and plugin states."""
-        ckpt.load_weights(self.model, path)
-        self.optimizer.load_state_dict(ckpt.load_torch(path / ckpt.OPTIMIZER, self.device))
-        self.lr_scheduler.load_state_dict(ckpt.load_torch(path / ckpt.SCHEDULER))
+        trainer = self.trainer
+        args, state, control = trainer.args, trainer.state, trainer.control
+        ckpt.load_weights(trainer.model, path)
+        trainer.optimizer.load_state_dict(ckpt.load_torch(path / ckpt.OPTIMIZER, trainer.device))
+        trainer.lr_scheduler.load_state_dict(ckpt.load_torch(path / ckpt.SCHEDULER))
         try:
             saved = TrainerState.load_from_json(path / ckpt.TRAINER_STATE)
         except AttributeError:  # not a JSON object
@@ -116,36 +127,31 @@ class CheckpointMixin:
             raise CheckpointError(f"Cannot read {path / ckpt.TRAINER_STATE}: {exc}") from exc
         _check_progress(saved, path / ckpt.TRAINER_STATE)
         for name in _PROGRESS_FIELDS:
-            setattr(self.state, name, getattr(saved, name))
-        if self.state.best_model_checkpoint and not Path(self.state.best_model_checkpoint).is_dir():
-            self.state.best_model_checkpoint = None
+            setattr(state, name, getattr(saved, name))
+        if state.best_model_checkpoint and not Path(state.best_model_checkpoint).is_dir():
+            state.best_model_checkpoint = None
         loop = ckpt.load_json(path / ckpt.LOOP_STATE)
         _check_loop_state(loop, path / ckpt.LOOP_STATE)
-        self._tr_loss.fill_(loop["tr_loss"])
-        self._loss_filter.reset(base=loop["tr_loss"])
-        self._total_loss_scalar = loop["total_loss_scalar"]
-        self._globalstep_last_logged = loop["globalstep_last_logged"]
-        self._last_grad_norm = loop.get("last_grad_norm")  # absent from older checkpoints
-        self._last_learning_rate = loop.get("last_learning_rate",
-                                            self.lr_scheduler.get_last_lr()[0])
-        if self.args.restore_callback_states_from_checkpoint:
-            plugin_state.restore(
-                self.plugin_manager.records(), saved.stateful_callbacks, self.control
-            )
+        progress.restore(loop, trainer.lr_scheduler.get_last_lr()[0])
+        if args.restore_callback_states_from_checkpoint:
+            plugin_state.restore(trainer.plugin_manager.records(), saved.stateful_callbacks,
+                                 control)
             # A stop that came from reaching the old max_steps does not stop a longer run; a
             # stop a plugin asked for (early stopping) does.
             if saved.global_step >= saved.max_steps:
-                self.control.should_training_stop = False
-        rng_path = path / ckpt.rng_file(self.args.process_index)
+                control.should_training_stop = False
+        rng_path = path / ckpt.rng_file(args.process_index)
         if rng_path.is_file():
             ckpt.restore_rng_state(ckpt.load_torch(rng_path))
         else:
             logger.warning("%s has no %s; RNG states are not restored.", path, rng_path.name)
-        logger.info("Resumed from %s at step %d.", path, self.state.global_step)
+        logger.info("Resumed from %s at step %d.", path, state.global_step)
 
-    def _update_best_metric(self: Trainer, metrics: dict[str, Any]) -> bool:
+    # ---- the best model ------------------------------------------------------------------
+
+    def update_best_metric(self, metrics: dict[str, Any]) -> bool:
         """HF's ``_determine_best_metric``: update ``state.best_metric``; True if improved."""
-        args, state = self.args, self.state
+        args, state = self.trainer.args, self.trainer.state
         if args.metric_for_best_model is None:
             return False
         key = args.metric_for_best_model
@@ -167,17 +173,19 @@ class CheckpointMixin:
                 state.best_global_step = state.global_step
         return better
 
-    def _load_best_model_at_end(self: Trainer) -> None:
-        best = self.state.best_model_checkpoint
-        if not self.args.load_best_model_at_end or not best:
+    def load_best_model(self) -> None:
+        """``load_best_model_at_end``: the best checkpoint's weights into the model, if intact."""
+        trainer = self.trainer
+        best = trainer.state.best_model_checkpoint
+        if not trainer.args.load_best_model_at_end or not best:
             return
         path = Path(best)
         if ckpt.incomplete_reason(path) is not None:
             logger.warning("Best checkpoint %s is gone or incomplete; keeping the last weights.",
                            path)
             return
-        logger.info("Loading best model from %s (score: %s).", path, self.state.best_metric)
-        ckpt.load_weights(self.model, path)
+        logger.info("Loading best model from %s (score: %s).", path, trainer.state.best_metric)
+        ckpt.load_weights(trainer.model, path)
 
 
 def _fail(path: Path, field: str, problem: str) -> None:

@@ -1,4 +1,4 @@
-"""Checkpoints: written atomically, checked before use, loaded without unpickling anything.
+"""The checkpoint format: written atomically, checked before use, loaded without unpickling.
 
 Layout of ``output_dir/checkpoint-<global_step>/`` (HF's names where HF has the file)::
 
