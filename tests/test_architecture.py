@@ -173,3 +173,21 @@ def test_no_method_annotates_self_as_the_trainer() -> None:
 def test_every_module_is_under_the_line_limit(name: str) -> None:
     lines = MODULES[name].read_text(encoding="utf-8").count("\n")
     assert lines < MAX_LINES, f"{MODULES[name].relative_to(CORE)} has {lines} lines"
+
+
+def test_every_module_is_described_in_the_architecture_page() -> None:
+    """docs/architecture.md, "Layout", has one line per module: a new one must be added there."""
+    page = (CORE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    layout = page.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative.startswith("callbacks/") and relative != "callbacks/__init__.py":
+            listed = relative.removeprefix("callbacks/")  # named in the callbacks/ row
+        elif relative.endswith("/__init__.py"):
+            listed = relative.removesuffix("__init__.py")  # the package's row
+        else:
+            listed = relative
+        if f"`{listed}" not in layout and listed not in layout:
+            missing.append(relative)
+    assert not missing, f"add these modules to docs/architecture.md, Layout: {missing}"
