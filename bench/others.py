@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
-
 from workloads import MLP, Workload, quiet_output
 
 

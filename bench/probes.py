@@ -10,22 +10,21 @@ import time
 from typing import Any
 
 import torch
+from workloads import TINY, MemoryLogger, Workload, dataset_for, hooktrain_loop
 
 from hooktrain import TrainerCallback, hookimpl
 from hooktrain.plugin_host import HookDispatcher, HooktrainPluginManager
 from hooktrain.trainer_state import TrainerState
 
-from workloads import TINY, MemoryLogger, Workload, dataset_for, hooktrain_loop
-
 
 class NoOpPlugin:
     @hookimpl
-    def on_step_end(self, state, loss):  # noqa: ANN001, ANN201
+    def on_step_end(self, state, loss):
         return None
 
 
 class NoOpCallback(TrainerCallback):
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+    def on_step_end(self, args, state, control, **kwargs):
         return None
 
 
@@ -97,14 +96,14 @@ class SyncCounter:
         self._saved: dict[str, Any] = {}
 
     @hookimpl
-    def on_step_begin(self, state):  # noqa: ANN001, ANN201
+    def on_step_begin(self, state):
         if state.global_step == self.start:
             for name in self.NAMES:
                 original = self._saved[name] = getattr(torch.Tensor, name)
                 setattr(torch.Tensor, name, self._counting(original))
 
     @hookimpl(trylast=True)
-    def on_step_end(self, state):  # noqa: ANN001, ANN201
+    def on_step_end(self, state):
         if state.global_step == self.stop:
             for name, original in self._saved.items():
                 setattr(torch.Tensor, name, original)
@@ -137,7 +136,7 @@ class SlowLogger:
         self.calls = 0
 
     @hookimpl
-    def on_log(self, logs):  # noqa: ANN001, ANN201
+    def on_log(self, logs):
         time.sleep(self.delay)
         self.calls += 1
 

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from trainers import make_trainer
 
 from hooktrain import TrainerCallback
 from hooktrain.trainer import Trainer
-
-from trainers import make_trainer
 
 
 def checkpointing_trainer(output_dir: Path, **kwargs: Any) -> Trainer:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from wheel_venv import SampleVenv, sample_venv
 
 pytest_plugins = ["hooktrain.testing"]

@@ -12,11 +12,10 @@ import logging
 
 import pytest
 import torch
+from trainers import make_trainer
 
 from hooktrain import TrainerCallback, TrainerControl
 from hooktrain.testing import HookRecorder, RegressionDataset
-
-from trainers import make_trainer
 
 HF_EVENTS = (
     "on_init_end", "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",

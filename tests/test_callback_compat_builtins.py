@@ -4,7 +4,10 @@ docs/migrating-from-transformers.md): control flags set by a callback, ``Printer
 
 from __future__ import annotations
 
+import ast
 import json
+
+from trainers import make_trainer
 
 from hooktrain import (
     EarlyStoppingCallback,
@@ -15,9 +18,6 @@ from hooktrain import (
     TrainerState,
 )
 from hooktrain.testing import run_training, tiny_args
-
-from trainers import make_trainer
-
 
 # ---- HF examples -------------------------------------------------------------------------
 
@@ -117,7 +117,7 @@ def test_progress_callback_truncates_long_strings():
     callback.on_log(None, TrainerState(), TrainerControl(),
                     logs={"note": "abcdefgh", "short": "abc", "loss": 1 / 3, "total_flos": 1.0})
     (text,) = callback.training_bar.written
-    shown = eval(text)  # noqa: S307 - a dict repr written by the callback
+    shown = ast.literal_eval(text)  # a dict repr written by the callback
     assert shown["short"] == "abc"
     assert shown["loss"] == "0.3333"
     assert "length: 8 > 5" in shown["note"]

@@ -11,7 +11,6 @@ import torch
 
 from hooktrain import ExportableState, TrainerControl, TrainerState
 
-
 # ---- TrainerState / TrainerControl -------------------------------------------------------
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from trainers import make_trainer
+
 from hooktrain import Trainer, TrainerCallback
 from hooktrain.callbacks import PrinterCallback
 from hooktrain.events import EVENT_NAMES
 from hooktrain.testing import TinyRegressor, tiny_args
-
-from trainers import make_trainer
 
 HF_EVENTS = ("on_init_end", "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
              "on_step_begin", "on_pre_optimizer_step", "on_optimizer_step", "on_substep_end",

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from checkpoint_runs import checkpoint_names, train
 from safetensors.torch import load_file
 
 from hooktrain import hookimpl
 from hooktrain.trainer_state import TrainerState
-
-from checkpoint_runs import checkpoint_names, train
 
 FILES = {
     "model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json",

@@ -15,12 +15,11 @@ from typing import Any
 
 import pytest
 import torch
+from checkpoint_runs import checkpointing_trainer, copy_run, train
 
 from hooktrain import TrainerCallback
 from hooktrain.errors import CheckpointError, ConfigError
 from hooktrain.trainer import Trainer
-
-from checkpoint_runs import checkpointing_trainer, copy_run, train
 
 
 def hooktrain_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

@@ -11,12 +11,10 @@ import shutil
 from typing import Any
 
 import torch
+from checkpoint_runs import checkpoint_names, copy_run, train
 from safetensors.torch import load_file
 
 from hooktrain import TrainerCallback
-
-from checkpoint_runs import checkpoint_names, copy_run, train
-
 
 # ---- rotation --------------------------------------------------------------------------------
 

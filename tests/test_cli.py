@@ -18,9 +18,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from wheel_venv import clean_env
 
 from hooktrain import cli
-from wheel_venv import clean_env
 
 JSON_KEYS = {"name", "distribution", "version", "hooks", "status", "reason"}
 

@@ -18,9 +18,7 @@ duplicate names, isolation and rank gating in ``test_discovery_faults.py``.
 from __future__ import annotations
 
 import pytest
-
 from wheel_venv import SAMPLES
-
 
 # ---- report_to="all": every installed plugin, sorted by entry-point name ----------------------
 

@@ -9,9 +9,7 @@ Real entry points in a fresh venv (see ``wheel_venv.py`` and ``test_discovery.py
 from __future__ import annotations
 
 import pytest
-
 from wheel_venv import SAMPLES, names_with
-
 
 # ---- blocking by name, before import ---------------------------------------------------------
 

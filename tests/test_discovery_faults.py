@@ -11,9 +11,7 @@ distribution with an entry point named ``alpha``).
 from __future__ import annotations
 
 import pytest
-
 from wheel_venv import SAMPLES, names_with
-
 
 # ---- broken imports and misspelled hooks -----------------------------------------------------
 

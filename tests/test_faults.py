@@ -7,12 +7,11 @@ import logging
 
 import pytest
 import torch
+from trainers import make_trainer
 
 from hooktrain import TrainerCallback, hookimpl
 from hooktrain.plugin_host import Band
 from hooktrain.testing import HookRecorder, RegressionDataset
-
-from trainers import make_trainer
 
 
 class Flaky:
@@ -221,9 +220,8 @@ def test_plugin_failing_in_on_exception_does_not_hide_the_error(tmp_path, caplog
             isolated_seen.append(exception)
 
     add_isolated(trainer, IsolatedTeardown(), name="tracker")
-    with caplog.at_level(logging.WARNING, logger="hooktrain"):
-        with pytest.raises(Boom) as info:
-            trainer.train()
+    with caplog.at_level(logging.WARNING, logger="hooktrain"), pytest.raises(Boom) as info:
+        trainer.train()
     assert info.value is error
     assert seen == [error]
     assert isolated_seen == [error]

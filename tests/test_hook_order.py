@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hooktrain.events import EVENT_NAMES
-from hooktrain.testing import HookRecorder, RegressionDataset
-
 from hook_trace import EVAL, SUMMARY, TEST, TRAIN_LOG, trace, update
 from trainers import make_trainer
 
+from hooktrain.events import EVENT_NAMES
+from hooktrain.testing import HookRecorder, RegressionDataset
 
 # ---- a. the verified trace of transformers' Trainer (docs/events.md) ---------------------
 

@@ -10,12 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from hooktrain import EarlyStoppingCallback, TrainerCallback, hookimpl
-
 from hook_trace import EVAL, SUMMARY, trace, update
 from trainers import make_trainer
 
+from hooktrain import EarlyStoppingCallback, TrainerCallback, hookimpl
 
 # ---- e. early stopping -------------------------------------------------------------------
 

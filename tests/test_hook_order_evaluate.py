@@ -7,10 +7,10 @@ reference for every list is transformers' own Trainer (HF 5.23, verified; docs/e
 
 from __future__ import annotations
 
-from hooktrain.testing import RegressionDataset
-
 from hook_trace import EVAL, SUMMARY, TEST, TRAIN_LOG, trace, update
 from trainers import make_trainer
+
+from hooktrain.testing import RegressionDataset
 
 
 def eval_keys(prefix: str) -> tuple[str, ...]:

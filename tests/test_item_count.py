@@ -14,7 +14,6 @@ from torch import nn
 from hooktrain import Trainer
 from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
 
-
 # ---- num_items_in_batch: HF's contract for compute_loss_func ---------------------------------
 
 

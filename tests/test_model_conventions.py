@@ -11,13 +11,11 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from trainers import mae, make_trainer, weights
 
 from hooktrain import Trainer
 from hooktrain.errors import ConfigError
 from hooktrain.testing import RegressionDataset, tiny_args
-
-from trainers import mae, make_trainer, weights
-
 
 
 @dataclasses.dataclass

@@ -7,12 +7,11 @@ import threading
 import time
 
 import pytest
+from trainers import make_trainer
 
 from hooktrain import TrainerCallback, hookimpl
 from hooktrain.plugin_host import Band
 from hooktrain.testing import HookRecorder, run_training
-
-from trainers import make_trainer
 
 
 class BackgroundRecorder(HookRecorder):

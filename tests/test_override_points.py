@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from trainers import make_trainer
 
 from hooktrain import Trainer
 from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
-
-from trainers import make_trainer
 
 
 def build(cls: type[Trainer], output_dir, **overrides) -> Trainer:

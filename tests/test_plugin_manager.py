@@ -10,13 +10,12 @@ import subprocess
 import sys
 
 import pytest
+from trainers import make_trainer
 
 from hooktrain import TrainerCallback, hookimpl
 from hooktrain.errors import HookNameError, PluginError
 from hooktrain.plugin_host import HooktrainPluginManager
 from hooktrain.testing import run_training
-
-from trainers import make_trainer
 
 
 def registered_names(trainer):

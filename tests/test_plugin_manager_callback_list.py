@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from trainers import make_trainer
 
 from hooktrain import (
     DefaultFlowCallback,
@@ -18,9 +19,6 @@ from hooktrain import (
     TrainerCallback,
     hookimpl,
 )
-
-from trainers import make_trainer
-
 
 # ---- HF add_callback / pop_callback / remove_callback ----------------------------------------
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from trainers import make_trainer
 
 from hooktrain import (
     DefaultFlowCallback,
@@ -26,8 +27,6 @@ from hooktrain import (
     hookimpl,
 )
 from hooktrain.plugin_host import Band
-
-from trainers import make_trainer
 
 # ---- spies -------------------------------------------------------------------------------
 

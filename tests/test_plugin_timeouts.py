@@ -9,13 +9,12 @@ import time
 from importlib import metadata
 
 import pytest
+from trainers import make_trainer
 
 from hooktrain import TrainerCallback, cli, hookimpl
 from hooktrain.plugin_host import Band, discovery
 from hooktrain.testing import HookRecorder, RegressionDataset, TinyRegressor, tiny_args
 from hooktrain.trainer import Trainer
-
-from trainers import make_trainer
 
 FOREVER = threading.Event()  # never set
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 
 import pytest
+from trainers import make_trainer
 
 from hooktrain import Trainer, TrainerControl, hookimpl
 from hooktrain.plugin_host import Band
-
-from trainers import make_trainer
 
 
 class StopsInPlace:

@@ -13,11 +13,10 @@ from typing import Any
 
 import pytest
 import torch
+from checkpoint_runs import Interrupt, StopAfterSave, resumable_trainer, run_interrupted
 
 from hooktrain.testing import HookRecorder
 from hooktrain.trainer import Trainer
-
-from checkpoint_runs import Interrupt, StopAfterSave, resumable_trainer, run_interrupted
 
 TIMING_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
 

@@ -14,12 +14,10 @@ from typing import Any
 
 import pytest
 import torch
+from checkpoint_runs import resumable_trainer, run_interrupted
 
 from hooktrain import EarlyStoppingCallback, ExportableState, TrainerCallback, hookimpl
 from hooktrain.testing import HookRecorder
-
-from checkpoint_runs import resumable_trainer, run_interrupted
-
 
 # ---- plugin state ----------------------------------------------------------------------------
 

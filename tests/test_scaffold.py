@@ -11,11 +11,11 @@ import subprocess
 import tomllib
 
 import pytest
+from wheel_venv import SampleVenv, build_wheels, clean_env, create_venv, install
 
 from hooktrain import cli
 from hooktrain.errors import ConfigError
 from hooktrain.scaffold import create_plugin
-from wheel_venv import SampleVenv, build_wheels, clean_env, create_venv, install
 
 
 @pytest.fixture(scope="module")

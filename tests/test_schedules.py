@@ -8,10 +8,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from trainers import make_trainer
 
 from hooktrain import TrainingArguments
-
-from trainers import make_trainer
 
 
 def _schedule(kind: str, step: int, warmup: int, total: int) -> float:

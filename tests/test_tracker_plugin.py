@@ -13,9 +13,9 @@ from typing import Literal
 
 import pytest
 
+from hooktrain import Trainer
 from hooktrain.errors import ConfigError, PluginError
 from hooktrain.plugin import TrackerPlugin, hookimpl, setting
-from hooktrain import Trainer
 from hooktrain.plugin_host import Band
 from hooktrain.testing import RegressionDataset, TinyRegressor, run_training, tiny_args
 

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from trainers import assert_same_weights, mae, make_trainer, seeded_model, weights
 
 from hooktrain import Trainer
 from hooktrain.testing import HookRecorder, RegressionDataset, tiny_args
-
-from trainers import assert_same_weights, mae, make_trainer, seeded_model, weights
 
 TRAIN_LOG_KEYS = ["loss", "grad_norm", "learning_rate", "epoch"]
 FINAL_LOG_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second",

@@ -13,6 +13,18 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from test_transformers_parity import (
+    LIBRARIES,
+    Regression,
+    Regressor,
+    Sequences,
+    assert_same_logs,
+    assert_same_runs,
+    assert_same_weights,
+    recorder,
+    tiny_llama,
+    train,
+)
 from torch import nn
 from torch.utils.data import Dataset
 from transformers.optimization import get_scheduler
@@ -21,11 +33,6 @@ from transformers.trainer_pt_utils import LabelSmoother
 import hooktrain
 from hooktrain.loss import smoothed_loss
 from hooktrain.schedules import create_scheduler
-
-from test_transformers_parity import (
-    LIBRARIES, Regression, Regressor, Sequences, assert_same_logs, assert_same_runs,
-    assert_same_weights, recorder, tiny_llama, train,
-)
 
 
 def hf_fields() -> dict[str, object]:

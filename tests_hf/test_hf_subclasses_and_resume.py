@@ -11,10 +11,15 @@ import math
 import pytest
 import torch
 import transformers
-
 from test_transformers_parity import (
-    LIBRARIES, Regression, Regressor, assert_same_logs, assert_same_runs, assert_same_weights,
-    recorder, train,
+    LIBRARIES,
+    Regression,
+    Regressor,
+    assert_same_logs,
+    assert_same_runs,
+    assert_same_weights,
+    recorder,
+    train,
 )
 
 

@@ -35,7 +35,6 @@ __all__ = ["__version__", "hookimpl", "hookspec", *_LAZY]
 
 if TYPE_CHECKING:
     from hooktrain.args import TrainingArguments
-    from hooktrain.trainer_callback import TrainerCallback
     from hooktrain.callbacks import (
         DefaultFlowCallback,
         EarlyStoppingCallback,
@@ -43,8 +42,9 @@ if TYPE_CHECKING:
         ProgressCallback,
     )
     from hooktrain.outputs import EvalPrediction, PredictionOutput, TrainOutput
-    from hooktrain.trainer_state import ExportableState, TrainerControl, TrainerState
     from hooktrain.trainer import Trainer, set_seed
+    from hooktrain.trainer_callback import TrainerCallback
+    from hooktrain.trainer_state import ExportableState, TrainerControl, TrainerState
 
 
 def __getattr__(name: str) -> Any:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hooktrain.errors import ConfigError
-from hooktrain.preflight import check_argument_values
 from hooktrain.hf_args import OPTIMIZER_PACKAGES, TORCH_OPTIMIZERS, HFArguments, check_hf_arguments
+from hooktrain.preflight import check_argument_values
 
 INTERVAL_STRATEGIES = ("no", "steps", "epoch")
 SAVE_STRATEGIES = ("no", "steps", "epoch", "best")
@@ -305,7 +305,8 @@ def _normalise_steps(name: str, value: float | None) -> float | None:
 
 
 def normalise_report_to(value: str | list[str] | None) -> str | list[str]:
-    """``report_to`` as ``"all"``, ``"none"`` or a list of names (a comma-separated string split)."""
+    """``report_to`` as ``"all"``, ``"none"`` or a list of names (a comma-separated string is
+    split)."""
     if value is None:
         return "none"
     if isinstance(value, str):

@@ -195,11 +195,10 @@ def build(run: dict[str, Any], key: str) -> Any:
     if spec is None or key == "resume_from_checkpoint":
         return spec
     obj = import_object(spec, key)
-    if isinstance(obj, type):
-        obj = _call(obj, key, spec)
-    elif key == "model" and not hasattr(obj, "parameters"):
-        obj = _call(obj, key, spec)
-    elif key in ("train_dataset", "eval_dataset") and not _is_dataset(obj):
+    is_factory = (isinstance(obj, type)
+                  or key == "model" and not hasattr(obj, "parameters")
+                  or key in ("train_dataset", "eval_dataset") and not _is_dataset(obj))
+    if is_factory:
         obj = _call(obj, key, spec)
     _check_kind(obj, key, spec)
     return obj

@@ -8,8 +8,8 @@ resumed in the middle of an epoch skip exactly the batches it had already seen.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -136,7 +136,8 @@ def unused_columns(model: torch.nn.Module, sample: Any, keep: Sequence[str]) -> 
     return [key for key in sample if key not in parameters and key not in keep]
 
 
-def drop_columns(collate_fn: Callable[[list], Any], columns: Sequence[str]) -> Callable[[list], Any]:
+def drop_columns(collate_fn: Callable[[list], Any],
+                 columns: Sequence[str]) -> Callable[[list], Any]:
     dropped = frozenset(columns)
 
     def collate(samples: list[Any]) -> Any:

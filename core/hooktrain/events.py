@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 import operator
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hooktrain import hookspecs
 
@@ -37,7 +38,9 @@ HF_EXTRA_ARGS: dict[str, tuple[str, ...]] = {
 }
 
 #: Hooks whose dict argument is copied for each plugin so no plugin sees another's edits.
-COPIED_ARGS: dict[str, str] = {"on_pre_log": "logs", "on_log": "logs", "on_evaluate": "metrics", "on_predict": "metrics"}
+COPIED_ARGS: dict[str, str] = {
+    "on_pre_log": "logs", "on_log": "logs", "on_evaluate": "metrics", "on_predict": "metrics",
+}
 
 
 def forwarding_function(
@@ -55,7 +58,7 @@ def forwarding_function(
     passed = ", ".join(f"{p}={p}" if p in keywords else p for p in params)
     source = f"def {name}({', '.join(params)}):\n    return _target({passed})\n"
     namespace: dict[str, Any] = {"_target": target}
-    exec(source, namespace)  # noqa: S102
+    exec(source, namespace)  # the generated forwarding function (see the docstring)
     return namespace[name]
 
 

@@ -32,7 +32,8 @@ IMPLEMENTED, NO_EFFECT, UNSUPPORTED, LEGACY = (
 
 @dataclass(kw_only=True)
 class HFArguments:
-    """HF's remaining fields, keyword-only so ``TrainingArguments("out")`` still names output_dir."""
+    """HF's remaining fields, keyword-only so ``TrainingArguments("out")`` still names
+    output_dir."""
 
     # implemented
     label_smoothing_factor: float = 0.0

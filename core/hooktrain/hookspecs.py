@@ -24,7 +24,7 @@ Where each event fires (``GA`` = ``gradient_accumulation_steps``)::
                                                    on_train_end
     evaluate()                                     on_prediction_step*  on_log  on_evaluate(metrics)
     predict()                                      on_prediction_step*  on_predict(metrics)
-    train/evaluate/predict raise                   on_exception(exception), then the error propagates
+    train/evaluate/predict raise                   on_exception(exception), then it propagates
 
 The order matches the Hugging Face Trainer event for event (``docs/events.md``).
 

@@ -23,7 +23,8 @@ SUMMARY_KEYS = frozenset({
 
 
 def rewrite_key(key: str) -> str:
-    """HF's naming: ``eval_x`` -> ``eval/x``, ``test_x`` -> ``test/x``, anything else ``train/x``."""
+    """HF's naming: ``eval_x`` -> ``eval/x``, ``test_x`` -> ``test/x``, anything else
+    ``train/x``."""
     for prefix in ("eval_", "test_"):
         if key.startswith(prefix):
             return f"{prefix[:-1]}/{key[len(prefix):]}"

@@ -17,8 +17,8 @@ def decay_parameter_names(model: torch.nn.Module) -> set[str]:
     """Parameters that get weight decay: everything but biases and normalisation weights (HF)."""
     no_decay: set[str] = set()
     for module_name, module in model.named_modules():
-        is_norm = isinstance(module, (torch.nn.LayerNorm, torch.nn.modules.batchnorm._BatchNorm,
-                                      torch.nn.GroupNorm)) or "norm" in type(module).__name__.lower()
+        norm_types = (torch.nn.LayerNorm, torch.nn.modules.batchnorm._BatchNorm, torch.nn.GroupNorm)
+        is_norm = isinstance(module, norm_types) or "norm" in type(module).__name__.lower()
         for param_name, _ in module.named_parameters(recurse=False):
             full = f"{module_name}.{param_name}" if module_name else param_name
             if is_norm or param_name == "bias":

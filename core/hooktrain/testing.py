@@ -32,11 +32,11 @@ import torch
 from torch import nn
 
 from hooktrain.args import TrainingArguments
-from hooktrain.trainer_callback import TrainerCallback
 from hooktrain.events import EVENT_NAMES, EXTRA_ARGS, forwarding_function
 from hooktrain.markers import hookimpl
 from hooktrain.outputs import TrainOutput
 from hooktrain.trainer import Trainer
+from hooktrain.trainer_callback import TrainerCallback
 
 
 class TinyRegressor(nn.Module):

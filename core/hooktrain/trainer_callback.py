@@ -1,4 +1,4 @@
-"""``TrainerCallback``: Hugging Face's callback base class, unchanged, so HF callbacks run as they are.
+"""``TrainerCallback``: Hugging Face's callback base class, unchanged, so HF callbacks run as is.
 
 Every method receives ``(args, state, control, **kwargs)`` with HF's keyword arguments
 (``model``, ``processing_class``, ``optimizer``, ``lr_scheduler``, ``train_dataloader``,
@@ -72,13 +72,15 @@ class TrainerCallback:
     # hooktrain additions; HF never calls these, so overriding them changes nothing there.
 
     def on_load_checkpoint(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):  # noqa: E501
-        """After a checkpoint was restored (``checkpoint_dir`` in kwargs), before ``on_train_begin``."""
+        """After a checkpoint was restored (``checkpoint_dir`` in kwargs), before
+        ``on_train_begin``."""
 
     def on_pre_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):  # noqa: E501
         """Before a log is recorded (``logs`` in kwargs); return a dict of values to add to it."""
 
     def on_exception(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):  # noqa: E501
-        """``train``/``evaluate``/``predict`` raised (``exception`` in kwargs); it propagates after."""
+        """``train``/``evaluate``/``predict`` raised (``exception`` in kwargs); it propagates
+        after."""
 
 
 def foreign_base(cls: type, name: str) -> type | None:

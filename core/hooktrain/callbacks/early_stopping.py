@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from hooktrain.trainer_callback import TrainerCallback
 from hooktrain.errors import ConfigError
+from hooktrain.trainer_callback import TrainerCallback
 from hooktrain.trainer_state import ExportableState
 
 logger = logging.getLogger("hooktrain")

@@ -10,7 +10,8 @@ from hooktrain.trainer_callback import TrainerCallback
 class DefaultFlowCallback(TrainerCallback):
     """Sets ``should_log`` / ``should_evaluate`` / ``should_save`` / ``should_training_stop``.
 
-    Always runs first (the FLOW band, docs/plugins.md "Order"), so every other plugin sees its flags and may change them.
+    Always runs first (the FLOW band, docs/architecture.md, "Order"), so every other plugin
+    sees its flags and may change them.
     Behaviour is HF 5.x's: at the last step it stops training, forces a final evaluation when the
     ``steps`` schedule would miss it, and forces a final checkpoint under ``save_strategy="steps"``;
     it never forces a final log (the summary log covers it).

@@ -27,9 +27,9 @@ import pickle
 import random
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -152,7 +152,8 @@ def incomplete_reason(path: Path, *, check_hashes: bool = False) -> str | None:
     """Why ``path`` is not a complete checkpoint, or ``None`` when it is."""
     manifest = path / MANIFEST
     if not manifest.is_file():
-        return f"{manifest} is missing (the save was interrupted, or this is not a hooktrain checkpoint)"
+        return (f"{manifest} is missing (the save was interrupted, or this is not a hooktrain "
+                "checkpoint)")
     try:
         data = json.loads(manifest.read_text())
         files = data["files"]

@@ -26,7 +26,8 @@ from __future__ import annotations
 import copy
 import queue
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hooktrain.trainer_state import TrainerControl, TrainerState
 

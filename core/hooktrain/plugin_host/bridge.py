@@ -9,12 +9,13 @@ positionally, then HF's keyword arguments. hooktrain's additions (``loss``, ``ch
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from hooktrain.trainer_callback import TrainerCallback, callback_base
 from hooktrain.errors import HookNameError
 from hooktrain.events import COMMON_ARGS, EVENT_NAMES, HF_EXTRA_ARGS, forwarding_function
 from hooktrain.markers import hookimpl
+from hooktrain.trainer_callback import TrainerCallback, callback_base
 
 _HF_KWARGS = COMMON_ARGS[3:]  # model ... eval_dataloader
 

@@ -11,8 +11,9 @@ of :meth:`HooktrainPluginManager.ordered_impls`:
   the loop (HF's chain).
 * ``logs`` / ``metrics`` are copied per implementation, so no plugin sees another's edits.
 * An isolated (entry-point) plugin that raises is reported once with its traceback, switched off
-  and listed in the manager's ``faults`` (``trainer.plugin_faults``); with ``plugin_errors="raise"``, or for a user callback, the error
-  propagates with a note naming the plugin and hook.
+  and listed in the manager's ``faults`` (``trainer.plugin_faults``); with
+  ``plugin_errors="raise"``, or for a user callback, the error propagates with a note naming
+  the plugin and hook.
 * Plugins that do not run on every rank are left out of the tables on other ranks; on rank zero,
   in a run of several processes, a change they make to ``control`` is undone with a warning
   (the other ranks would never see it, and the processes would part ways).
@@ -29,15 +30,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hooktrain.errors import PluginError
 from hooktrain.events import COMMON_ARGS, COPIED_ARGS, EXTRA_ARGS, argument_getter
 from hooktrain.plugin_host.background import BackgroundWorker
-from hooktrain.plugin_host.watchdog import CallWatch, watch
 from hooktrain.plugin_host.hf_handler import CallbackHandlerSurface, accepts_hf_call
 from hooktrain.plugin_host.manager import HooktrainPluginManager, PluginFault, PluginRecord
 from hooktrain.plugin_host.steering import SteeringGuard
+from hooktrain.plugin_host.watchdog import CallWatch, watch
 from hooktrain.trainer_state import TrainerControl
 
 logger = logging.getLogger("hooktrain")
@@ -255,7 +257,7 @@ class HookDispatcher(CallbackHandlerSurface, SteeringGuard):
             watched.calls += 1
             try:
                 result = function(*arguments(kwargs))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - isolation: reported, the run goes on
                 watched.record = outer
                 self._handle_fault(record, hook, exc)
                 continue

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hooktrain.events import COMMON_ARGS
 from hooktrain.plugin_host.manager import PluginRecord
@@ -20,7 +21,9 @@ from hooktrain.plugin_host.manager import PluginRecord
 logger = logging.getLogger("hooktrain")
 
 # HF's keyword for each event's own value, where hooktrain's typed method takes it positionally
-_HF_VALUE = {"on_log": "logs", "on_pre_log": "logs", "on_evaluate": "metrics", "on_predict": "metrics"}
+_HF_VALUE = {
+    "on_log": "logs", "on_pre_log": "logs", "on_evaluate": "metrics", "on_predict": "metrics",
+}
 
 
 def _is_hf_call(args: tuple[Any, ...]) -> bool:

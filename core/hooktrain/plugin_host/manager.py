@@ -18,19 +18,20 @@ from __future__ import annotations
 import difflib
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
 from hooktrain import hookspecs
-from hooktrain.trainer_callback import is_trainer_callback
 from hooktrain.errors import HookNameError, PluginError
 from hooktrain.events import EVENT_NAMES
 from hooktrain.markers import PROJECT_NAME, attribute, is_hookimpl
 from hooktrain.plugin_host import discovery
 from hooktrain.plugin_host.bridge import TrainerCallbackBridge, unknown_hook_message
+from hooktrain.trainer_callback import is_trainer_callback
 
 logger = logging.getLogger("hooktrain")
 

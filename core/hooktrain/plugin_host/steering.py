@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hooktrain.plugin_host.manager import PluginRecord
 from hooktrain.trainer_state import TrainerControl

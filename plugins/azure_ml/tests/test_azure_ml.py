@@ -291,7 +291,7 @@ def test_a_broken_stdout_mid_run_is_isolated(monkeypatch, caplog) -> None:
     from hooktrain import PrinterCallback
 
     read_end, write_end = os.pipe()
-    broken = open(write_end, "w", buffering=1)  # line-buffered: each print writes through
+    broken = open(write_end, "w", buffering=1)  # noqa: SIM115 - closed by the test's reader
 
     class CloseTheReader(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):

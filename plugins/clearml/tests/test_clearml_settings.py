@@ -48,9 +48,8 @@ def test_project_and_task_name_from_the_environment_and_settings(tmp_path: Path,
 
 
 def test_settings_win_over_the_environment(monkeypatch) -> None:
-    from hooktrain_clearml import ClearMLPlugin
-
     from hooktrain.plugin import ConfigError
+    from hooktrain_clearml import ClearMLPlugin
 
     monkeypatch.setenv("CLEARML_LOG_MODEL", "1")
     run = run_training(output_dir="out", report_to=["clearml"], save_strategy="steps",

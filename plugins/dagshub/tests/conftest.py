@@ -6,8 +6,8 @@ dagshub is first imported, since dagshub reads its environment at import.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from dagshub_stand_in import TOKEN, DagsHubStandIn

@@ -16,9 +16,9 @@ from flytetasks import (
     read_table,
     seeded_model,
 )
-from hooktrain_flyte import ARGUMENTS_DECK, LOG_HISTORY_DECK, FlytePlugin
 
 from hooktrain.testing import TinyRegressor, run_training
+from hooktrain_flyte import ARGUMENTS_DECK, LOG_HISTORY_DECK, FlytePlugin
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -19,9 +19,9 @@ from flytetasks import (
     read_table,
     seeded_model,
 )
-from hooktrain_flyte import LOG_HISTORY_DECK, restore_checkpoint
 
 from hooktrain.testing import run_training
+from hooktrain_flyte import LOG_HISTORY_DECK, restore_checkpoint
 
 pytestmark = pytest.mark.timeout(120)
 

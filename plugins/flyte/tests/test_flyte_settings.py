@@ -21,10 +21,10 @@ from flytetasks import (
     read_table,
     seeded_model,
 )
-from hooktrain_flyte import ARGUMENTS_DECK, LOG_HISTORY_DECK, FlytePlugin, restore_checkpoint
 
 from hooktrain import TrainerCallback
 from hooktrain.testing import run_training
+from hooktrain_flyte import ARGUMENTS_DECK, LOG_HISTORY_DECK, FlytePlugin, restore_checkpoint
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -137,9 +137,8 @@ def test_a_resumed_run_continues_the_progress(monkeypatch, pki, token_file, stat
 
 
 def test_the_eta_is_this_runs_pace_times_the_steps_left(monkeypatch) -> None:
-    from hooktrain_kubeflow import KubeflowPlugin, KubeflowSettings
-
     from hooktrain import TrainerState
+    from hooktrain_kubeflow import KubeflowPlugin, KubeflowSettings
 
     plugin = KubeflowPlugin(KubeflowSettings(url="http://127.0.0.1:9/status"))
     now = [100.0]

@@ -84,6 +84,7 @@ def test_debug_mode_through_neptunes_fetch_api(tmp_path: Path, monkeypatch, stop
 
 def test_a_run_of_your_own(tmp_path: Path) -> None:
     import neptune
+
     from hooktrain_neptune import NeptunePlugin, NeptuneSettings
 
     mine = neptune.init_run(mode="debug", **FAST)

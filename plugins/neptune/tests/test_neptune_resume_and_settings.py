@@ -105,9 +105,8 @@ def test_resumed_online_training_reattaches_by_id(tmp_path: Path, monkeypatch, s
 
 def test_settings_win_over_the_environment(tmp_path: Path, monkeypatch, caplog,
                                           said_offline) -> None:
-    from hooktrain_neptune import NeptunePlugin
-
     from hooktrain.plugin import ConfigError
+    from hooktrain_neptune import NeptunePlugin
 
     monkeypatch.setenv("NEPTUNE_MODE", "DEBUG")
     monkeypatch.setenv("NEPTUNE_PROJECT", "env/project")

@@ -207,9 +207,8 @@ def test_log_model_checkpoint_stores_every_checkpoint(tmp_path: Path, project: s
 
 
 def test_settings_and_environment(monkeypatch) -> None:
-    from hooktrain_trackio import TrackioPlugin, TrackioSettings
-
     from hooktrain.plugin import ConfigError
+    from hooktrain_trackio import TrackioPlugin, TrackioSettings
 
     monkeypatch.setenv("TRACKIO_SPACE_ID", "someone/space")
     plugin = TrackioPlugin()  # built by hand: the environment applies

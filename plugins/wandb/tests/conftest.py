@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from wandbfiles import offline_environment
 
 pytest_plugins = ["hooktrain.testing"]

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from wandbfiles import Segment, offline_environment, read_run
+
 from hooktrain import TrainerCallback
 from hooktrain.plugin import SUMMARY_KEYS, rewrite_key, run_config, save_model
 from hooktrain.testing import TinyRegressor, find_plugin, run_training
-
-from wandbfiles import Segment, offline_environment, read_run
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hooktrain.plugin import (
-    ConfigError, TrackerPlugin, hookimpl, parse_bool, rewrite_key, run_config, save_model, setting,
+    ConfigError,
+    TrackerPlugin,
+    hookimpl,
+    parse_bool,
+    rewrite_key,
+    run_config,
+    save_model,
+    setting,
 )
 
 __all__ = ["SwanLabPlugin", "SwanLabSettings"]

@@ -44,7 +44,8 @@ class TensorBoardSettings:
 
 
 class TensorBoardPlugin(TrackerPlugin):
-    """Writes every numeric log value as a scalar under HF's names (``train/loss``, ``eval/loss``)."""
+    """Writes every numeric log value as a scalar under HF's names (``train/loss``,
+    ``eval/loss``)."""
 
     plugin_name = "tensorboard"
     settings = TensorBoardSettings

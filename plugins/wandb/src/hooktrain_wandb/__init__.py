@@ -20,8 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from hooktrain.plugin import (SUMMARY_KEYS, TrackerPlugin, hookimpl, rewrite_key, run_config,
-                             save_model, setting)
+from hooktrain.plugin import (
+    SUMMARY_KEYS,
+    TrackerPlugin,
+    hookimpl,
+    rewrite_key,
+    run_config,
+    save_model,
+    setting,
+)
 
 __all__ = ["WandbPlugin", "WandbSettings"]
 
