@@ -183,3 +183,20 @@ def test_a_boolean_or_choice_setting_names_both_in_its_error():
     assert (coerce("Yes", annotation, "x"), coerce("ALL", annotation, "x")) == (True, "all")
     with pytest.raises(ConfigError, match=r"x must be true, false or one of 'all', got 'some'"):
         coerce("some", annotation, "x")
+
+
+def test_a_checkpoint_run_id_is_not_kept_past_the_train_that_resumed(tmp_path):
+    first = MemoryTracker()
+    run_training(tmp_path, plugins=[first], max_steps=2, save_strategy="steps", save_steps=2,
+                 logging_steps=1)
+    tracker = MemoryTracker()
+    tracker.runs = first.runs
+    trainer = Trainer(model=TinyRegressor(), args=tiny_args(tmp_path, max_steps=4, logging_steps=1),
+                      train_dataset=RegressionDataset(16), eval_dataset=RegressionDataset(8),
+                      callbacks=[tracker])
+    trainer.evaluate()  # opens a run before the resumed train(), which goes on in it
+    trainer.train(resume_from_checkpoint=True)
+    assert tracker.resume_id is None and not tracker.resuming
+    trainer.args.max_steps = 6
+    trainer.train()  # a new run: not the checkpoint's run again
+    assert len(tracker.runs) == 3

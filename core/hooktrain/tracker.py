@@ -106,6 +106,8 @@ class TrackerPlugin:
         if new and self.run is not None and self._reopened_after_train:
             self.end_run()  # evaluate() logged into the last train()'s run; this is a new one
         if self.run is not None or self.inactive:
+            if new:  # train() goes on in the run evaluate() opened: no run is left to reopen
+                self.resume_id, self.resuming = None, False
             return self.run
         run_id = self.resume_id if new else (self.resume_id or self.run_id)
         self._reopened_after_train = not new and run_id is not None and run_id == self.run_id

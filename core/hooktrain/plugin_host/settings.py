@@ -5,14 +5,12 @@ environment variable it falls back to, and a ``Literal[...]`` annotation lists t
 accepts (checked wherever the value comes from, case-insensitively for strings)::
 
     @dataclass
-    class MLflowSettings:
-        tracking_uri: str | None = setting(None, env="MLFLOW_TRACKING_URI")
+    class WandbSettings:
+        project: str = setting("huggingface", env="WANDB_PROJECT")
         log_model: Literal["false", "end", "checkpoint"] = setting("false", env="WANDB_LOG_MODEL")
 
-    class MLflowPlugin:
-        settings = MLflowSettings
-        def __init__(self, settings: MLflowSettings | None = None):
-            self.config = settings or from_environment("mlflow", MLflowSettings)
+    class WandbPlugin(TrackerPlugin):  # TrackerPlugin fills self.config and checks it
+        settings = WandbSettings
 
 Plugin authors import these helpers from :mod:`hooktrain.plugin`.
 
@@ -61,9 +59,14 @@ def validate(plugin_name: str, config: Any) -> Any:
     for spec in dataclasses.fields(config):
         annotation = hints[spec.name]
         value = getattr(config, spec.name)
-        if any(typing.get_origin(o) is typing.Literal for o in _options(annotation)):
-            setattr(config, spec.name,
-                    coerce(value, annotation, f"[plugins.{plugin_name}] {spec.name}"))
+        literals = [o for o in _options(annotation) if typing.get_origin(o) is typing.Literal]
+        if not literals:
+            continue
+        choices = [c for o in literals for c in typing.get_args(o)]
+        if any(value == c and type(value) is type(c) for c in choices):
+            continue  # already one of the choices, as __post_init__ may have spelled it
+        where = f"[plugins.{plugin_name}] {spec.name}"
+        setattr(config, spec.name, coerce(value, annotation, where))
     return config
 
 

@@ -190,3 +190,10 @@ def test_a_failing_backend_mid_run_is_isolated(tmp_path: Path, init_calls, caplo
                if r.name.startswith("hooktrain")) == 1
     (got,) = offline_runs(tmp_path)
     assert [s for s, _ in got.series["finetuning/train/loss"]] == [2, 4]
+
+
+@pytest.mark.parametrize("spelling", ["none", "None", "false", "no", "off", "0", False])
+def test_false_spellings_of_log_checkpoints_mean_none(spelling) -> None:
+    from hooktrain_neptune import NeptunePlugin, NeptuneSettings
+
+    assert NeptunePlugin(NeptuneSettings(log_checkpoints=spelling)).config.log_checkpoints is None

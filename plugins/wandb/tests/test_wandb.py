@@ -340,3 +340,17 @@ def test_an_unreachable_server_costs_seconds_and_is_isolated(tmp_path: Path) -> 
     assert result["steps"] == 8
     assert [fault[:2] for fault in result["faults"]] == [["wandb", "on_train_begin"]]
     assert "127.0.0.1" in result["faults"][0][2]
+
+
+@pytest.mark.parametrize(("spelling", "log_model"), [
+    ("1", "end"), ("yes", "end"), ("TRUE", "end"), ("0", "false"), ("no", "false"),
+    ("off", "false"), ("none", "false"), ("False", "false"), ("checkpoint", "checkpoint"),
+])
+def test_hf_spellings_of_wandb_log_model(monkeypatch, spelling: str, log_model: str) -> None:
+    """HF treats 1/yes/true as the deprecated "end" and any other non-choice as off."""
+    from hooktrain_wandb import WandbPlugin
+
+    monkeypatch.setenv("WANDB_LOG_MODEL", spelling)
+    monkeypatch.setenv("WANDB_WATCH", "none")
+    plugin = WandbPlugin()
+    assert (plugin.log_model, plugin.watch) == (log_model, "false")

@@ -189,7 +189,7 @@ class MLflowPlugin(TrackerPlugin):
                 self.client.log_artifacts(run, str(save_model(model, tmp)), "model")
 
     def finish_run(self, run: str, failure: BaseException | None) -> None:
-        with self.bounded():
+        with self.bounded(quick=self.own_fault):  # our request failed: one quick try
             self.client.set_terminated(run, "FINISHED" if failure is None else "FAILED")
 
     @hookimpl
@@ -199,10 +199,12 @@ class MLflowPlugin(TrackerPlugin):
                 self.client.log_artifacts(self.run, str(checkpoint_dir), Path(checkpoint_dir).name)
 
     @contextlib.contextmanager
-    def bounded(self) -> Iterator[None]:
+    def bounded(self, quick: bool = False) -> Iterator[None]:
         """MLflow reads its HTTP limits from the environment per request: ours, for our calls."""
         saved = {key: os.environ.get(key) for key in self._http_limits}
         os.environ.update(self._http_limits)
+        if quick:
+            os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
         try:
             yield
         finally:

@@ -40,15 +40,18 @@ class NeptuneSettings:
     custom_run_id: str | None = setting(None, env="NEPTUNE_CUSTOM_RUN_ID")
     base_namespace: str = "finetuning"  #: Where everything is logged (HF's); ``""``: the top.
     log_parameters: bool = True  #: Log the arguments and the model's config (HF's).
-    #: HF's: ``same`` (every checkpoint), ``last``, ``best``; unset, ``none`` or ``false``: none.
-    log_checkpoints: Literal["same", "last", "best", "false"] | None = None
+    #: HF's: ``same`` (every checkpoint), ``last``, ``best``; unset, ``none`` or false: none.
+    log_checkpoints: bool | Literal["same", "last", "best"] | None = None
     init_run: dict[str, Any] = setting(default_factory=dict)  #: More ``neptune.init_run`` kwargs.
     stop_timeout: float | None = 60.0  #: ``run.stop()``'s wait for uploads; then ``neptune sync``.
 
     def __post_init__(self) -> None:
-        # Runs before the Literal check of settings built in Python: compare in any case.
-        if str(self.log_checkpoints).strip().lower() == "false":
+        # false spellings (parsed to False from the config, any spelling from Python) mean none
+        if str(self.log_checkpoints).strip().lower() in ("false", "none", "no", "off", "0"):
             self.log_checkpoints = None
+        elif self.log_checkpoints is True:
+            raise ConfigError("[plugins.neptune] log_checkpoints must be 'same', 'last', 'best' "
+                              "or unset; got True.")
         self.base_namespace = self.base_namespace.strip("/")
         if taken := sorted(set(self.init_run) & set(RESERVED)):
             raise ConfigError(f"[plugins.neptune] init_run may not set {', '.join(taken)}: use the "

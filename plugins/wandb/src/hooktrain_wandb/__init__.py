@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from hooktrain.plugin import (
     SUMMARY_KEYS,
+    ConfigError,
     TrackerPlugin,
     hookimpl,
     rewrite_key,
@@ -47,11 +48,12 @@ class WandbSettings:
     #: The team or user the run belongs to; wandb's default entity when unset.
     entity: str | None = setting(None, env="WANDB_ENTITY")
     #: ``false``, ``end`` (the final model as an artifact) or ``checkpoint`` (every checkpoint);
-    #: ``true`` is HF's deprecated spelling of ``end`` (mapped, with a warning).
-    log_model: Literal["false", "end", "checkpoint", "true"] = setting(
+    #: as in HF, ``true``/``1``/``yes`` is the deprecated spelling of ``end`` (mapped, with a
+    #: warning) and ``0``/``no``/``off``/``none`` mean ``false``.
+    log_model: bool | Literal["false", "none", "end", "checkpoint"] = setting(
         "false", env="WANDB_LOG_MODEL")
     #: ``false``, ``gradients``, ``parameters`` or ``all``: histograms through ``wandb.watch``.
-    watch: Literal["false", "gradients", "parameters", "all"] = setting(
+    watch: bool | Literal["false", "none", "gradients", "parameters", "all"] = setting(
         "false", env="WANDB_WATCH")
     #: Batches between ``wandb.watch`` histograms; default ``max(100, logging_steps)`` as in HF.
     watch_log_freq: int | None = None
@@ -66,11 +68,28 @@ class WandbSettings:
     finish_timeout: float = setting(60.0, env="WANDB_FINISH_TIMEOUT")
 
     def __post_init__(self) -> None:
-        # Runs before the Literal check of settings built in Python: compare in any case.
-        if str(self.log_model).strip().lower() == "true":
+        # Config and environment values arrive parsed (a boolean spelling as a bool); settings
+        # built in Python may be any spelling, so both are normalised here.
+        log_model, watch = (_normalised(v) for v in (self.log_model, self.watch))
+        if log_model is True:
             logger.warning("wandb: log_model (WANDB_LOG_MODEL) %r is HF's deprecated spelling "
                            "of 'end'; logging the final model.", self.log_model)
-            self.log_model = "end"
+            log_model = "end"
+        if watch is True:
+            raise ConfigError("[plugins.wandb] watch (or $WANDB_WATCH) must be false, "
+                              f"'gradients', 'parameters' or 'all'; got {self.watch!r}.")
+        self.log_model, self.watch = log_model, watch
+
+
+def _normalised(value: Any) -> Any:
+    """``False``/``"none"``/a false spelling -> ``"false"``; a true spelling -> ``True``."""
+    if isinstance(value, str):
+        value = value.strip().lower()
+        if value in ("true", "1", "yes", "on"):
+            return True
+        if value in ("none", "0", "no", "off"):
+            return "false"
+    return "false" if value is False else value
 
 
 class WandbPlugin(TrackerPlugin):
