@@ -46,12 +46,10 @@ class NeptuneSettings:
     stop_timeout: float | None = 60.0  #: ``run.stop()``'s wait for uploads; then ``neptune sync``.
 
     def __post_init__(self) -> None:
-        # false spellings (parsed to False from the config, any spelling from Python) mean none
         if str(self.log_checkpoints).strip().lower() in ("false", "none", "no", "off", "0"):
-            self.log_checkpoints = None
+            self.log_checkpoints = None  # any false spelling (Python-built settings) is none
         elif self.log_checkpoints is True:
-            raise ConfigError("[plugins.neptune] log_checkpoints must be 'same', 'last', 'best' "
-                              "or unset; got True.")
+            raise ConfigError("[plugins.neptune] log_checkpoints: same, last, best or unset.")
         self.base_namespace = self.base_namespace.strip("/")
         if taken := sorted(set(self.init_run) & set(RESERVED)):
             raise ConfigError(f"[plugins.neptune] init_run may not set {', '.join(taken)}: use the "
@@ -84,8 +82,7 @@ class NeptunePlugin(TrackerPlugin):
     @hookimpl
     def on_train_begin(self, args: Any, state: Any, model: Any) -> None:
         with self.failing():
-            # the first train() continues a run evaluate() opened; a second starts a new one
-            run = self.ensure_run(args, state, model, new=self._trained)
+            run = self.ensure_run(args, state, model, new=self._trained)  # 2nd train(): new run
             self._training = self._trained = True
             if self.config.log_checkpoints == "best" and args.metric_for_best_model is None:
                 logger.warning("neptune: log_checkpoints='best' needs metric_for_best_model; "

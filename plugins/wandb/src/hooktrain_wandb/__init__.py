@@ -5,10 +5,8 @@ their x-axis, the final values (``train_runtime``, ...) in the run summary, ``WA
 ``WANDB_LOG_MODEL`` and ``WANDB_WATCH`` with HF's meaning. Unlike it: the run is finished (exit
 code 0) at train end and failed (non-zero) on an exception, a resumed run reattaches to its run id,
 the final model is saved with ``hooktrain.plugin.save_model`` (no second Trainer), and with no API
-key the run is logged offline (``wandb sync`` uploads it later) instead of prompting.
-
-The run's lifecycle (open, resume by id, finish or fail) is
-:class:`hooktrain.plugin.TrackerPlugin`'s; docs/integrations/wandb.md says what is logged.
+key the run is logged offline (``wandb sync`` uploads it later) instead of prompting. The run's
+lifecycle is ``TrackerPlugin``'s; docs/integrations/wandb.md says what is logged.
 """
 
 from __future__ import annotations
@@ -68,9 +66,8 @@ class WandbSettings:
     finish_timeout: float = setting(60.0, env="WANDB_FINISH_TIMEOUT")
 
     def __post_init__(self) -> None:
-        # Config and environment values arrive parsed (a boolean spelling as a bool); settings
-        # built in Python may be any spelling, so both are normalised here.
-        log_model, watch = (_normalised(v) for v in (self.log_model, self.watch))
+        # config values arrive parsed (a boolean spelling as a bool), Python ones in any spelling
+        log_model, watch = (_spelled(v) for v in (self.log_model, self.watch))
         if log_model is True:
             logger.warning("wandb: log_model (WANDB_LOG_MODEL) %r is HF's deprecated spelling "
                            "of 'end'; logging the final model.", self.log_model)
@@ -81,15 +78,12 @@ class WandbSettings:
         self.log_model, self.watch = log_model, watch
 
 
-def _normalised(value: Any) -> Any:
-    """``False``/``"none"``/a false spelling -> ``"false"``; a true spelling -> ``True``."""
-    if isinstance(value, str):
-        value = value.strip().lower()
-        if value in ("true", "1", "yes", "on"):
-            return True
-        if value in ("none", "0", "no", "off"):
-            return "false"
-    return "false" if value is False else value
+def _spelled(value: Any) -> Any:
+    """HF's spellings: a true one -> ``True``; a false one or ``none`` -> ``"false"``."""
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    return "false" if text in ("false", "none", "0", "no", "off") else text
 
 
 class WandbPlugin(TrackerPlugin):
