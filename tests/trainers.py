@@ -1,14 +1,12 @@
-"""The suite's one trainer factory, and the model and weight helpers the Trainer tests share.
+"""The model and weight helpers the Trainer tests share, and the suite's preset of the test kit.
 
-:func:`hooktrain.testing.run_training` builds a trainer *and trains it* (with a recorder
-added). Tests that need the trainer first (to register a plugin, call ``evaluate()``, resume,
-subclass ``Trainer``) build it with :func:`make_trainer`: the same model, data and arguments,
-the same parameter names, nothing trained and nothing added.
+Trainers are built by the public kit, :func:`hooktrain.testing.build_trainer` (and
+:func:`~hooktrain.testing.run_training`, which also trains); :func:`make_trainer` is
+``build_trainer`` with a seeded model, so two trainers of a test start from the same weights.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ import torch
 from torch import nn
 
 from hooktrain import Trainer
-from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
+from hooktrain.testing import TinyRegressor, build_trainer
 
 
 def seeded_model(seed: int = 0, dropout: float = 0.0) -> TinyRegressor:
@@ -29,36 +27,17 @@ def seeded_model(seed: int = 0, dropout: float = 0.0) -> TinyRegressor:
 def make_trainer(
     output_dir: str | Path,
     *,
-    plugins: list[Any] | tuple[Any, ...] = (),
     model: nn.Module | None = None,
     model_seed: int | None = 0,
     dropout: float = 0.0,
-    train_size: int = 16,
-    eval_size: int = 8,
-    compute_metrics: Callable[[Any], dict[str, float]] | None = None,
-    trainer_class: type[Trainer] = Trainer,
-    trainer_kwargs: dict[str, Any] | None = None,
-    **arg_overrides: Any,
+    **build: Any,
 ) -> Trainer:
-    """A Trainer as ``run_training`` builds it, not trained yet.
-
-    ``model`` defaults to :func:`seeded_model` (``model_seed``, ``dropout``; ``model_seed=None``:
-    no seeding; ``seed`` is the ``TrainingArguments`` field, as in ``tiny_args``);
-    data: ``RegressionDataset(train_size, seed=0)`` to train and ``RegressionDataset(eval_size,
-    seed=1)`` to evaluate, none for a size 0; arguments: ``tiny_args(output_dir,
-    **arg_overrides)``; ``plugins`` are the callbacks, in order. ``compute_metrics`` and
-    ``trainer_kwargs`` go to ``trainer_class`` as they are (another ``eval_dataset``, ...).
-    """
+    """:func:`hooktrain.testing.build_trainer` with the suite's default model: a
+    :func:`seeded_model` (``model_seed``, ``dropout``; ``model_seed=None``: no seeding)."""
     if model is None:
         model = (seeded_model(model_seed, dropout) if model_seed is not None
                  else TinyRegressor(dropout=dropout))
-    kwargs: dict[str, Any] = {
-        "train_dataset": RegressionDataset(train_size, seed=0) if train_size else None,
-        "eval_dataset": RegressionDataset(eval_size, seed=1) if eval_size else None,
-        **(trainer_kwargs or {}),
-    }
-    return trainer_class(model=model, args=tiny_args(output_dir, **arg_overrides),
-                         callbacks=list(plugins), compute_metrics=compute_metrics, **kwargs)
+    return build_trainer(output_dir, model=model, **build)
 
 
 def mae(prediction: Any) -> dict[str, float]:

@@ -22,7 +22,7 @@ import contextlib
 import ipaddress
 import math
 import socket
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,27 +202,53 @@ class TrainingRun:
         return self.trainer.plugin_faults
 
 
+def build_trainer(
+    output_dir: str | Path,
+    *,
+    plugins: list[Any] | tuple[Any, ...] = (),
+    model: nn.Module | None = None,
+    model_seed: int | None = None,
+    train_size: int = 16,
+    eval_size: int = 8,
+    compute_metrics: Callable[[Any], dict[str, float]] | None = None,
+    trainer_class: type[Trainer] | None = None,
+    trainer_kwargs: dict[str, Any] | None = None,
+    **arg_overrides: Any,
+) -> Trainer:
+    """A Trainer as :func:`run_training` builds it, not trained yet: for a test that registers
+    a plugin first, calls ``evaluate()``, resumes, or subclasses ``Trainer``.
+
+    ``model`` defaults to a :class:`TinyRegressor` (built after ``torch.manual_seed(model_seed)``
+    when given: the same weights every time); data: ``RegressionDataset(train_size, seed=0)``
+    to train and ``RegressionDataset(eval_size, seed=1)`` to evaluate (none for a size 0);
+    arguments: ``tiny_args(output_dir, **arg_overrides)``; ``plugins`` are the callbacks, in
+    order. ``compute_metrics`` and ``trainer_kwargs`` go to ``trainer_class`` as they are.
+    """
+    if model is None:
+        if model_seed is not None:
+            torch.manual_seed(model_seed)
+        model = TinyRegressor()
+    kwargs: dict[str, Any] = {
+        "train_dataset": RegressionDataset(train_size, seed=0) if train_size else None,
+        "eval_dataset": RegressionDataset(eval_size, seed=1) if eval_size else None,
+        **(trainer_kwargs or {}),
+    }
+    return (trainer_class or Trainer)(model=model, args=tiny_args(output_dir, **arg_overrides),
+                                      callbacks=list(plugins), compute_metrics=compute_metrics,
+                                      **kwargs)
+
+
 def run_training(
     output_dir: str | Path,
     *,
     plugins: list[Any] = (),  # type: ignore[assignment]
-    model: nn.Module | None = None,
-    train_size: int = 16,
-    eval_size: int = 8,
     resume_from_checkpoint: str | bool | None = None,
-    trainer_kwargs: dict[str, Any] | None = None,
-    **arg_overrides: Any,
+    **build: Any,
 ) -> TrainingRun:
-    """Train :class:`TinyRegressor` with ``plugins`` and a recorder; any argument overridable."""
+    """Train :class:`TinyRegressor` with ``plugins`` and a :class:`HookRecorder` added last;
+    every option of :func:`build_trainer` (model, data sizes, any argument) is overridable."""
     recorder = HookRecorder()
-    trainer = Trainer(
-        model=model if model is not None else TinyRegressor(),
-        args=tiny_args(output_dir, **arg_overrides),
-        train_dataset=RegressionDataset(train_size, seed=0),
-        eval_dataset=RegressionDataset(eval_size, seed=1) if eval_size else None,
-        callbacks=[*plugins, recorder],
-        **(trainer_kwargs or {}),
-    )
+    trainer = build_trainer(output_dir, plugins=[*plugins, recorder], **build)
     output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     return TrainingRun(trainer, output, recorder)
 
