@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from hooktrain.markers import hookimpl, hookspec
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # public name -> module that defines it, imported on first attribute access
 _LAZY = {

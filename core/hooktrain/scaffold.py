@@ -19,7 +19,7 @@ version = "0.1.0"
 description = "{title} plugin for hooktrain"
 readme = "README.md"
 requires-python = ">=3.11"
-dependencies = ["hooktrain"]
+dependencies = ["hooktrain>=0.2"]
 
 [project.optional-dependencies]
 test = ["pytest>=8"]
