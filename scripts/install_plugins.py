@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -47,8 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     targets = [str(PLUGINS / n) if options.all else f"{PLUGINS / n}[test]" for n in names]
     for name in names:
         targets += [str(PLUGINS / dep) for dep in local_requirements(name) if dep not in names]
-    command = [sys.executable, "-m", "pip", "install", "--quiet", *targets]
-    return subprocess.call(command)
+    return subprocess.call([*installer(), "--quiet", *targets])
+
+
+def installer() -> list[str]:
+    """uv where the environment has it (tox-uv's environments have no pip), else pip."""
+    uv = Path(sys.executable).with_name("uv")
+    uv_command = str(uv) if uv.exists() else shutil.which("uv")
+    if uv_command:
+        return [uv_command, "pip", "install", "--python", sys.executable]
+    return [sys.executable, "-m", "pip", "install"]
 
 
 if __name__ == "__main__":
