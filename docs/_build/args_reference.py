@@ -43,8 +43,8 @@ def _default(spec: dataclasses.Field) -> Any:
 
 
 def _row(spec: dataclasses.Field, *cells: str) -> str:
-    columns = [f"`{spec.name}`", f"`{table_cell(str(spec.type))}`",
-               f"`{table_cell(repr(_default(spec)))}`", *cells]
+    columns = [f"`{spec.name}`", table_cell(f"`{spec.type}`"),
+               table_cell(f"`{_default(spec)!r}`"), *cells]
     return "| " + " | ".join(columns) + " |"
 
 

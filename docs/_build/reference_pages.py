@@ -21,10 +21,11 @@ ROOT = HERE.parents[1]
 # mkdocs restores sys.path once this module has run, so everything is imported here.
 sys.path[:0] = [str(HERE), str(ROOT / "core")]
 
-from args_reference import render_arguments_page  # noqa: E402
-from band_figure import band_section  # noqa: E402
+from args_reference import ArgumentDocError, render_arguments_page  # noqa: E402
+from band_figure import BandFigureError, band_section  # noqa: E402
 from cli_reference import render_cli_page  # noqa: E402
-from hook_reference import read_hookspecs, render_hooks_page  # noqa: E402
+from hook_reference import HookDocError, read_hookspecs, render_hooks_page  # noqa: E402
+from mkdocs.exceptions import PluginError  # noqa: E402
 from mkdocs.structure.files import File, Files  # noqa: E402
 from rst_inline import html_roles_to_code  # noqa: E402
 
@@ -48,7 +49,12 @@ def generated_pages() -> dict[str, str]:
 
 
 def on_files(files: Files, config: Any) -> Files:
-    for path, markdown in generated_pages().items():
+    try:
+        pages = generated_pages()
+    except (HookDocError, ArgumentDocError, BandFigureError) as exc:
+        # mkdocs prints a PluginError as one line and exits 1, without a traceback
+        raise PluginError(f"docs/_build: {exc}") from exc
+    for path, markdown in pages.items():
         files.append(File.generated(config, path, content=markdown))
     return files
 
