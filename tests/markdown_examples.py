@@ -34,7 +34,7 @@ PYTHON_TAGS = {"python", "py", "python3"}
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\n]*)$")
 _TITLE = re.compile(r"""\btitle=(?P<q>["'])(?P<title>[^"']+)(?P=q)""")
 _NOT_RUN = re.compile(r"^\s*<!--\s*not run:(?P<reason>.*?)-->\s*$")
-_NOT_RUN_LOOSE = re.compile(r"<!--\s*not[\s_-]*run", re.IGNORECASE)
+_NOT_RUN_LOOSE = re.compile(r"^\s*<!--\s*not[\s_-]*run", re.IGNORECASE)
 _REQUIRES = re.compile(r"^\s*<!--\s*requires:(?P<modules>[^>]*?)-->\s*$", re.MULTILINE)
 
 

@@ -53,3 +53,38 @@ def test_python_blocks_are_spelled_python(page: Path) -> None:
     odd = [f"line {block.line}: ```{block.tag}" for block in blocks(page)
            if block.is_python and block.tag != "python"]
     assert not odd, f"{relative(page)}: write ```python for {', '.join(odd)}"
+
+
+def _page(tmp_path: Path, text: str) -> Path:
+    page = tmp_path / "page.md"
+    page.write_text(text, encoding="utf-8")
+    return page
+
+
+def test_a_failing_block_names_the_page_the_block_and_the_line(tmp_path: Path) -> None:
+    page = _page(tmp_path, "# Page\n\n```python\nx = 1\n```\n\n```python\ny = x\nz = model\n```\n")
+    with pytest.raises(ExampleError, match=r"page\.md: the ```python block at line 7 failed, "
+                                           r"line 9: NameError: name 'model' is not defined"):
+        run_page(page, tmp_path)
+
+
+def test_a_not_run_marker_needs_a_reason_and_a_python_block(tmp_path: Path) -> None:
+    for text, message in [
+        ("<!-- not run: -->\n```python\nraise SystemExit\n```\n", "with the reason"),
+        ("<!-- not run: needs W&B -->\n```bash\nwandb login\n```\n", "only Python blocks run"),
+        ("<!-- not run: needs W&B -->\n\nSome prose.\n```python\npass\n```\n", "right before"),
+    ]:
+        with pytest.raises(ExampleError, match=message):
+            blocks(_page(tmp_path, text))
+    marked = _page(tmp_path, "<!-- not run: needs a W&B account -->\n```python\n1 / 0\n```\n")
+    assert run_page(marked, tmp_path) == 0
+
+
+def test_a_titled_block_is_a_file_the_next_blocks_import(tmp_path: Path) -> None:
+    page = _page(tmp_path, '```python title="helpers.py"\nANSWER = 42\n```\n\n'
+                           "```py\nfrom helpers import ANSWER\nassert ANSWER == 42\n```\n")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    assert run_page(page, workdir) == 1
+    assert (workdir / "helpers.py").read_text() == "ANSWER = 42\n"
+    assert [block.tag for block in blocks(page)] == ["python", "py"]
