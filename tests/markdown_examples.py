@@ -131,6 +131,7 @@ def run_page(path: Path, workdir: Path) -> int:
     Raises :class:`ExampleError` naming the file, the block's line, the failing line and the
     exception.
     """
+    path = path.resolve()  # before the working directory changes
     page = blocks(path)
     module = types.ModuleType("docs_example_" + re.sub(r"\W", "_", path.stem))
     module.__file__ = str(workdir / f"{path.stem}.py")
@@ -143,7 +144,8 @@ def run_page(path: Path, workdir: Path) -> int:
                 continue
             if not block.is_python or block.not_run is not None:
                 continue
-            # leading newlines: line numbers in tracebacks are the page's own
+            # leading newlines and the page's absolute path: tracebacks (and inspect.getsource,
+            # which flytekit's @task calls) find the page's own lines
             code = compile("\n" * block.line + block.code, str(path), "exec")
             try:
                 exec(code, module.__dict__)
