@@ -8,8 +8,8 @@
 
 * builds the sdist, then the wheel from that sdist (`python -m build`, isolated, so the
   `build-system` requirements are what a user's pip would use), into `<outdir>/<name>/`;
-* checks the wheel ships `py.typed` beside the package, and the sdist holds README.md and
-  pyproject.toml (and `py.typed`);
+* checks the wheel ships `py.typed` beside the package and LICENSE in its metadata, and the
+  sdist holds README.md, LICENSE and pyproject.toml (and `py.typed`);
 * checks every classifier is a known trove classifier (an index refuses an upload with an
   unknown one, and `twine check` does not look) and that `Typing :: Typed` is among them;
 * runs `twine check --strict` on both files (the README renders, the metadata is complete).
@@ -77,6 +77,9 @@ def check_wheel(wheel: Path, package: str) -> list[str]:
         if f"{package}/py.typed" not in names:
             raise DistributionError(f"{wheel.name} lacks {package}/py.typed: list it in "
                                     "[tool.setuptools.package-data]")
+        if not any(n.endswith(".dist-info/licenses/LICENSE") for n in names):
+            raise DistributionError(f"{wheel.name} lacks the LICENSE file: copy the repository's "
+                                    "LICENSE beside the distribution's pyproject.toml")
         (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
         headers = HeaderParser().parsestr(archive.read(metadata).decode())
     return headers.get_all("Classifier") or []
@@ -85,7 +88,7 @@ def check_wheel(wheel: Path, package: str) -> list[str]:
 def check_sdist(sdist: Path, package: str) -> None:
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    wanted = {"README.md", "pyproject.toml"}
+    wanted = {"README.md", "pyproject.toml", "LICENSE"}
     missing = sorted(wanted - names)
     if not any(name.endswith(f"{package}/py.typed") for name in names):
         missing.append(f"{package}/py.typed")

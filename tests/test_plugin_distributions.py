@@ -132,6 +132,13 @@ def test_a_distribution_ships_py_typed(name):
     assert package_data == {package(name).name: ["py.typed"]}
 
 
+@pytest.mark.parametrize("name", PROJECTS)
+def test_a_distribution_ships_the_license(name):
+    """setuptools puts a LICENSE beside pyproject.toml into the sdist and the wheel; a plugin
+    cannot point at the repository's, so each holds a copy of it."""
+    assert (PROJECTS[name] / "LICENSE").read_bytes() == (ROOT / "LICENSE").read_bytes()
+
+
 @pytest.mark.parametrize("name", DISTRIBUTIONS)
 def test_a_plugin_readme_says_how_to_install_and_turn_it_on(name):
     """The README is the index page: install line, report_to, settings table, docs link."""
