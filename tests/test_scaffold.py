@@ -65,12 +65,15 @@ def test_generated_tests_pass_against_the_installed_wheel(scaffold, scaffold_ven
         import sys
         from sample_driver import emit
         import hooktrain_my_logger
-        emit(file=hooktrain_my_logger.__file__, torch="torch" in sys.modules)
+        from pathlib import Path
+        emit(file=hooktrain_my_logger.__file__, torch="torch" in sys.modules,
+             typed=(Path(hooktrain_my_logger.__file__).parent / "py.typed").is_file())
         """,
         cwd=tmp_path,
     )
     assert where["file"].startswith(str(scaffold_venv.root))  # the wheel, not the source tree
     assert where["torch"] is False  # plugin modules never import torch at top
+    assert where["typed"], "the wheel ships py.typed, as its Typing :: Typed classifier says"
     proc = subprocess.run(
         [str(scaffold_venv.python), "-m", "pytest", str(scaffold / "tests"), "-q",
          "-p", "no:cacheprovider"],

@@ -20,6 +20,11 @@ description = "{title} plugin for hooktrain"
 readme = "README.md"
 requires-python = ">=3.11"
 dependencies = ["hooktrain>=0.2"]
+classifiers = [
+    "Programming Language :: Python :: 3",
+    "Programming Language :: Python :: 3.11",
+    "Typing :: Typed",
+]
 
 [project.optional-dependencies]
 test = ["pytest>=8"]
@@ -29,6 +34,9 @@ test = ["pytest>=8"]
 
 [tool.setuptools.packages.find]
 where = ["src"]
+
+[tool.setuptools.package-data]
+hooktrain_{name} = ["py.typed"]
 '''
 
 _MODULE = '''\
@@ -153,6 +161,7 @@ def create_plugin(name: str, directory: str | Path = ".") -> Path:
         "pyproject.toml": _PYPROJECT,
         "README.md": _README,
         f"src/hooktrain_{name}/__init__.py": _MODULE,
+        f"src/hooktrain_{name}/py.typed": "",  # its type hints are part of what it publishes
         # no tests/conftest.py: pytest finds hooktrain's fixtures (run_training, ...) through
         # hooktrain's pytest11 entry point
         f"tests/test_{name}.py": _TEST,
