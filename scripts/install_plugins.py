@@ -11,9 +11,10 @@ that requires another of this repository's plugins (hooktrain-dagshub requires h
 which is not on an index) gets it from its folder here. One pip command installs them together.
 
 With --oldest (or a name ending in ``-oldest``), a second command then installs every library
-the plugins declare as ``LIB>=X`` (those of the hooktrain-* plugins they build on too) at
-exactly ``X``: the oldest release each plugin says it supports, so its suite tests that claim.
-The versions live in the plugins' pyproject.toml files only.
+the named plugins declare as ``LIB>=X`` at exactly ``X``: the oldest release each plugin says it
+supports, so its suite tests that claim. The versions live in the plugins' pyproject.toml files
+only. A plugin it builds on keeps its newest libraries (dagshub-oldest: dagshub at its lower
+bound, MLflow the newest); that plugin's own -oldest environment tests its bounds.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     # A second command, so the resolver first proves the plugins install as declared; the
     # pins then move only the libraries with a lower bound (and what those require).
-    pins = sorted({pin for name in [*names, *local] for pin in oldest_requirements(name)})
+    pins = sorted({pin for name in names for pin in oldest_requirements(name)})
     if not pins:
         print(f"{', '.join(names)}: no LIB>=X dependency, nothing older to install")
         return 0
