@@ -8,8 +8,8 @@ Support code that tests import lives beside this file, each module named for wha
 * ``hook_trace.py``: the golden hook-order traces' format and helpers;
 * ``wheel_venv.py``: sample plugins built into wheels and installed into fresh venvs.
 
-``hooktrain.testing`` (the plugin author's test kit) adds ``run_training``, ``hook_recorder`` and
-``no_network``.
+``run_training``, ``hook_recorder`` and ``no_network`` come from the plugin author's test kit,
+which pytest loads through hooktrain's ``pytest11`` entry point (``hooktrain.pytest_plugin``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from checkpoint_runs import train
 from wheel_venv import SampleVenv, sample_venv
-
-pytest_plugins = ["hooktrain.testing"]
 
 
 @pytest.fixture(scope="session")
@@ -46,10 +45,6 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """One finished checkpointing run (``checkpoint_runs.train``): a checkpoint every 2 steps
     (2, 4, 6, 8) and evaluation. Module-scoped: each test module that uses it trains its own copy
     once; tests that change it work on a ``checkpoint_runs.copy_run``."""
-    # imported here: importing hooktrain.testing before pytest_plugins registers it would keep
-    # pytest from rewriting its asserts
-    from checkpoint_runs import train
-
     out = tmp_path_factory.mktemp("finished") / "run"
     trainer = train(out, eval_strategy="steps", eval_steps=2)
     return out, trainer

@@ -35,3 +35,15 @@ def test_loop_diagram_in_docs_matches_the_module_docstring() -> None:
     docs = (DOCS / "events.md").read_text()
     for line in body:
         assert line in docs, f"docs/events.md lacks the diagram line {line!r}"
+
+
+def test_ci_runs_the_test_command_the_readme_shows() -> None:
+    """The README's two bash blocks are the set-up: the demo, then the tests; CI runs the second."""
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    blocks = [block.split("```", 1)[0].strip() for block in readme.split("```bash\n")[1:]]
+    assert len(blocks) >= 2 and "hooktrain demo" in blocks[0]
+    test_command = blocks[1]
+    assert "tox" in test_command
+    ci = [line.strip() for line in (root / ".ci" / "run").read_text().splitlines()]
+    assert test_command in ci, f".ci/run must run the README's test command: {test_command}"

@@ -1,7 +1,7 @@
 """The plugin manager's rules: hook-name validation, pluggy-style plugins, lazy imports, tracing.
 
-One small test per rule of docs/plugins.md (writing, selecting, faults). HF's callback-list semantics are in
-``test_plugin_manager_callback_list.py``.
+One small test per rule of docs/plugins.md (writing) and docs/configuring-plugins.md (selecting,
+faults). HF's callback-list semantics are in ``test_plugin_manager_callback_list.py``.
 """
 
 from __future__ import annotations

@@ -50,8 +50,8 @@ def test_new_plugin_writes_a_distribution(scaffold):
     assert "hooktrain-my-logger" in readme and "[plugins.my_logger]" in readme
     tests = list((scaffold / "tests").glob("test_*.py"))
     assert tests, "the distribution ships a test"
-    conftest = (scaffold / "tests" / "conftest.py").read_text()
-    assert "hooktrain.testing" in conftest
+    # the test kit's fixtures come from hooktrain's pytest11 entry point, not a conftest line
+    assert not (scaffold / "tests" / "conftest.py").exists()
 
 
 def test_new_plugin_prints_where_it_went(tmp_path, capsys):

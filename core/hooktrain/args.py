@@ -48,56 +48,107 @@ class TrainingArguments(HFArguments):
     """
 
     output_dir: str | None = "trainer_output"
+    """Where checkpoints are written (``None`` means ``"trainer_output"``, as in transformers 5)."""
     num_train_epochs: float = 3.0
+    """Epochs to train; a fraction trains part of the last one. Ignored when ``max_steps`` > 0."""
     max_steps: int = -1
+    """Optimizer steps to train; when positive it overrides ``num_train_epochs``."""
     per_device_train_batch_size: int = 8
+    """Training batch size per process."""
     per_device_eval_batch_size: int = 8
+    """Evaluation and prediction batch size per process."""
     gradient_accumulation_steps: int = 1
+    """Micro-batches whose gradients add up to one optimizer step."""
     learning_rate: float = 5e-5
+    """The optimizer's learning rate, which the schedule starts from after warmup."""
     weight_decay: float = 0.0
+    """Weight decay for every parameter but biases and normalisation weights, as in HF."""
     adam_beta1: float = 0.9
+    """Adam's beta1."""
     adam_beta2: float = 0.999
+    """Adam's beta2."""
     adam_epsilon: float = 1e-8
+    """Adam's epsilon."""
     max_grad_norm: float | None = 1.0
+    """Gradients are clipped to this norm; ``None`` or 0 clips nothing (the norm is logged)."""
     optim: str = "adamw_torch_fused"
+    """The optimizer by transformers' name: ``adamw_torch_fused``, ``adamw_torch``, ``sgd``, ..."""
     lr_scheduler_type: str = "linear"
+    """The learning-rate schedule: ``linear``, ``cosine``, ... (transformers' names)."""
     lr_scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for the schedule (``{"num_cycles": 2}``)."""
     warmup_steps: float = 0
+    """Steps of linear warmup; below 1, a fraction of the training steps."""
     warmup_ratio: float = 0.0
+    """Warmup as a fraction of the training steps, used when ``warmup_steps`` is 0."""
     logging_strategy: str = "steps"
+    """When to log: ``"steps"``, ``"epoch"`` or ``"no"``."""
     logging_steps: float = 500
+    """Steps between logs; below 1, a fraction of the training steps."""
     logging_first_step: bool = False
+    """Also log after the first step."""
     eval_strategy: str = "no"
+    """When to evaluate: ``"no"``, ``"steps"`` or ``"epoch"``."""
     eval_steps: float | None = None
+    """Steps between evaluations (``None``: ``logging_steps``); below 1, a fraction."""
     eval_delay: float = 0
+    """Steps or epochs (as ``eval_strategy`` counts) before the first evaluation."""
     eval_on_start: bool = False
+    """Evaluate once before the first training step."""
     save_strategy: str = "steps"
+    """When to save a checkpoint: ``"steps"``, ``"epoch"``, ``"best"`` or ``"no"``."""
     save_steps: float = 500
+    """Steps between checkpoints; below 1, a fraction of the training steps."""
     save_total_limit: int | None = None
+    """Checkpoints to keep (``None``: all); the best and the newest are always kept."""
     load_best_model_at_end: bool = False
+    """Load the best checkpoint's weights when training ends."""
     metric_for_best_model: str | None = None
+    """The metric that ranks checkpoints (``"loss"`` when one is needed and unset)."""
     greater_is_better: bool | None = None
+    """Whether a higher metric is better (``None``: not for names ending in ``loss``)."""
     restore_callback_states_from_checkpoint: bool = True
+    """Restore callbacks' and plugins' state on resume."""
     ignore_data_skip: bool = False
+    """On resume, start the interrupted epoch from its first batch, not where it was."""
     seed: int = 42
+    """The random seed, set when the Trainer is built and again when training starts."""
     data_seed: int | None = None
+    """The seed of the data order (``None``: ``seed``)."""
     report_to: str | list[str] | None = "all"
+    """Entry-point plugins to load: ``"all"``, ``"none"``, a name or a list of names."""
     disable_tqdm: bool = False
+    """No progress bar: ``PrinterCallback`` prints each log instead."""
     dataloader_num_workers: int = 0
+    """DataLoader worker processes (0: load in the main process)."""
     dataloader_drop_last: bool = False
+    """Drop the last incomplete batch of each epoch."""
     dataloader_pin_memory: bool = True
+    """Pin batches in memory for faster copies to the GPU (CUDA only)."""
     remove_unused_columns: bool = True
+    """Drop the keys of dict samples that the model's ``forward`` does not take."""
     label_names: list[str] | None = None
+    """The keys of the labels in a batch (``None``: ``["labels"]``)."""
     run_name: str | None = None
+    """The run's name for trackers (``None``: ``output_dir``)."""
     use_cpu: bool = False
+    """Train on the CPU even when a GPU is available."""
     ddp_backend: str | None = None
+    """The process group's backend under ``torchrun`` (``None``: NCCL on CUDA, else gloo)."""
     ddp_timeout: int = 1800
+    """Seconds a process waits for the others before the run fails."""
     bf16: bool = False
+    """Mixed precision: bfloat16 autocast."""
     fp16: bool = False
+    """Mixed precision: float16 autocast with a gradient scaler."""
     disable_plugins: list[str] = field(default_factory=list)
+    """Entry-point plugins to block before they are imported (names or a comma list)."""
     plugin_errors: str = "warn"
+    """``"warn"``: a failing logging plugin is switched off; ``"raise"``: any is fatal."""
     plugin_timeout: float = 60.0
+    """Seconds a hook may run before a warning (non-blocking: switched off); 0: no bound."""
     plugin_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Settings per plugin (``{"mlflow": {"experiment_name": "x"}}``), as ``[plugins.*]``."""
 
     def __post_init__(self) -> None:
         # transformers 5 defaults output_dir to None, meaning "trainer_output"

@@ -2,7 +2,8 @@
 
 ``train()`` calls ``evaluate()``, which may call ``evaluate()`` again for each of a dict of data
 sets; only the outermost call reports an error to the plugins, and only the outermost successful
-call waits for the non-blocking plugins to finish their queued events (docs/plugins.md).
+call waits for the non-blocking plugins to finish their queued events
+(docs/configuring-plugins.md, "Non-blocking plugins").
 """
 
 from __future__ import annotations

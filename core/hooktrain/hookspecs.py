@@ -44,6 +44,9 @@ uses (``def on_log(self, state, logs)``):
 
 Returning a :class:`~hooktrain.TrainerControl` from any hook replaces the control that the
 plugins after it, and the loop, see (HF's chain); returning ``None`` keeps it.
+
+Each docstring ends with ``:param NAME:`` per extra argument, ``:control:`` (what flags set there
+do) and ``:hf:`` (transformers' hook, how hooktrain differs); the docs build requires all three.
 """
 
 from __future__ import annotations
@@ -63,9 +66,7 @@ if TYPE_CHECKING:
 # pluggy reads a hook's argument names from its spec's signature, so every spec spells out the
 # common arguments; ``hooktrain.events`` checks that they agree.
 
-# --------------------------------------------------------------------------------------------
-# Initialization hooks
-# --------------------------------------------------------------------------------------------
+# ---- Initialization hooks ----
 
 
 @hookspec
@@ -79,14 +80,12 @@ def on_init_end(
     ``optimizer`` and ``lr_scheduler`` are what ``optimizers=`` gave (usually ``None``); both
     dataloaders are ``None``.
 
-    Use in plugins: runs on every rank for user callbacks, on world rank zero for entry-point
-    plugins. HF equivalent: ``TrainerCallback.on_init_end``.
+    :control: none takes effect: ``train()`` clears each flag before it reads it.
+    :hf: ``TrainerCallback.on_init_end``, the same arguments.
     """
 
 
-# --------------------------------------------------------------------------------------------
-# Training hooks, in firing order
-# --------------------------------------------------------------------------------------------
+# ---- Training hooks, in firing order ----
 
 
 @hookspec
@@ -98,11 +97,12 @@ def on_load_checkpoint(
     """A checkpoint has been restored into the model, optimizer, scheduler, state and plugins.
 
     Fires once per resumed :meth:`train`, before ``on_train_begin``. Each plugin's own state
-    (``ExportableState`` or ``load_state_dict``) is already back when it fires.
+    (``ExportableState`` or ``load_state_dict``) is already back when it fires. Use it to
+    reattach to a tracking run or re-open files.
 
     :param checkpoint_dir: the complete checkpoint directory the run continues from.
-
-    Use in plugins: reattach to a tracking run, re-open files. hooktrain addition (HF has none).
+    :control: none takes effect: ``on_train_begin`` follows and clears ``should_training_stop``.
+    :hf: none (hooktrain addition); a ``TrainerCallback`` may take it, with ``checkpoint_dir=``.
     """
 
 
@@ -116,8 +116,10 @@ def on_train_begin(
 
     ``control.should_training_stop`` is cleared just before this fires. ``state.max_steps`` and
     ``state.num_train_epochs`` are set; on resume ``state.global_step`` is the checkpoint's.
+    Use it to open runs and writers and to log hyperparameters.
 
-    Use in plugins: open runs and writers, log hyperparameters. HF equivalent: same name.
+    :control: ``should_training_stop``: the run stops after its first micro-batch, as in HF.
+    :hf: ``TrainerCallback.on_train_begin``, the same arguments.
     """
 
 
@@ -130,6 +132,10 @@ def on_epoch_begin(
     """The start of an epoch; ``control.should_epoch_stop`` is cleared just before.
 
     On resume, epochs already done fire nothing and the interrupted epoch fires this once.
+
+    :control: ``should_epoch_stop`` / ``should_training_stop``: the epoch / the run ends after
+        its first micro-batch.
+    :hf: ``TrainerCallback.on_epoch_begin``, the same arguments.
     """
 
 
@@ -144,6 +150,11 @@ def on_step_begin(
     ``should_log``, ``should_evaluate`` and ``should_save`` are cleared just before this fires.
     One optimizer step spans ``gradient_accumulation_steps`` micro-batches (fewer for the last
     group of an epoch).
+
+    :control: ``should_epoch_stop`` / ``should_training_stop``: the epoch / the run ends after
+        this step's first micro-batch; ``should_log`` / ``should_evaluate`` / ``should_save``:
+        done after this step's ``on_step_end``.
+    :hf: ``TrainerCallback.on_step_begin``, the same arguments.
     """
 
 
@@ -155,8 +166,12 @@ def on_substep_end(
 ) -> TrainerControl | None:
     """After a micro-batch's backward pass that is not the last one of its accumulation group.
 
-    Never fires without gradient accumulation. Stop flags set here end the epoch or the run
-    before the group's optimizer step.
+    Never fires without gradient accumulation.
+
+    :control: ``should_epoch_stop`` / ``should_training_stop``: the epoch / the run ends before
+        the group's optimizer step; ``should_log`` / ``should_evaluate`` / ``should_save``: done
+        after the group's ``on_step_end``.
+    :hf: ``TrainerCallback.on_substep_end``, the same arguments.
     """
 
 
@@ -166,9 +181,11 @@ def on_pre_optimizer_step(
     processing_class: Any, optimizer: Any, lr_scheduler: Any, train_dataloader: Any,
     eval_dataloader: Any,
 ) -> TrainerControl | None:
-    """After gradients are accumulated and clipped, before ``optimizer.step()``.
+    """After gradients are accumulated and clipped (readable on ``model``), before the step.
 
-    Gradients are readable on ``model`` here. A stop request does not skip the step (as in HF).
+    :control: a stop flag does not skip the step (as in HF): the epoch / the run ends after its
+        ``on_step_end`` and log, evaluate, save; the other flags are done then too.
+    :hf: ``TrainerCallback.on_pre_optimizer_step``, the same arguments.
     """
 
 
@@ -178,7 +195,11 @@ def on_optimizer_step(
     processing_class: Any, optimizer: Any, lr_scheduler: Any, train_dataloader: Any,
     eval_dataloader: Any,
 ) -> TrainerControl | None:
-    """After ``optimizer.step()``, before the scheduler steps and gradients are zeroed."""
+    """After ``optimizer.step()``, before the scheduler steps and gradients are zeroed.
+
+    :control: as for ``on_pre_optimizer_step``: everything happens after ``on_step_end``.
+    :hf: ``TrainerCallback.on_optimizer_step``, the same arguments.
+    """
 
 
 @hookspec
@@ -190,12 +211,16 @@ def on_step_end(
     """After an optimizer step: scheduler stepped, gradients zeroed, ``global_step`` counted.
 
     ``DefaultFlowCallback`` sets ``should_log`` / ``should_evaluate`` / ``should_save`` /
-    ``should_training_stop`` here; plugins after it see and may change them. The loop then logs,
-    evaluates and saves, in that order.
+    ``should_training_stop`` here; plugins after it see and may change them.
 
     :param loss: the step's mean loss over its micro-batches, a detached tensor on the training
         device. Reading it (``loss.item()``) synchronises with the device: do it only on the
-        steps you need it. hooktrain addition (HF #12108).
+        steps you need it.
+    :control: ``should_log`` / ``should_evaluate`` / ``should_save``: the loop logs, evaluates
+        and saves right after, in that order; ``should_epoch_stop`` / ``should_training_stop``:
+        the epoch / the run ends after that.
+    :hf: ``TrainerCallback.on_step_end``; ``loss`` is a hooktrain addition (HF #12108) that
+        pluggy-style plugins take, a ``TrainerCallback`` gets HF's arguments.
     """
 
 
@@ -205,12 +230,15 @@ def on_epoch_end(
     processing_class: Any, optimizer: Any, lr_scheduler: Any, train_dataloader: Any,
     eval_dataloader: Any,
 ) -> TrainerControl | None:
-    """The end of an epoch (also when the run stops inside it); log, evaluate and save follow."""
+    """The end of an epoch (also when the run stops inside it); log, evaluate and save follow.
+
+    :control: ``should_log`` / ``should_evaluate`` / ``should_save``: done right after, in that
+        order; ``should_training_stop``: no further epoch starts.
+    :hf: ``TrainerCallback.on_epoch_end``, the same arguments.
+    """
 
 
-# --------------------------------------------------------------------------------------------
-# Logging, evaluation and checkpoint hooks
-# --------------------------------------------------------------------------------------------
+# ---- Logging, evaluation and checkpoint hooks ----
 
 
 @hookspec
@@ -229,9 +257,9 @@ def on_pre_log(
 
     :param logs: this plugin's own copy of what is about to be logged (with ``epoch``).
     :returns: values to add (``{"emissions_kg": 0.002}``), or ``None``.
-
-    Use in plugins: measurements other plugins should record (energy, emissions, throughput).
-    hooktrain addition.
+    :control: flags set on ``control`` act as in ``on_log``; the return value is no control.
+    :hf: none, a hooktrain addition for measurements every logger should record (energy,
+        emissions, throughput); a ``TrainerCallback`` may implement it (called with ``logs=``).
     """
 
 
@@ -250,6 +278,9 @@ def on_log(
         ``eval_*`` metrics; the final log ``train_runtime``, ``train_samples_per_second``,
         ``train_steps_per_second``, ``total_flos`` and ``train_loss``. Editing it changes
         nothing outside this plugin.
+    :control: during training, ``should_evaluate`` / ``should_save``: done right after this log;
+        ``should_epoch_stop`` / ``should_training_stop``: the epoch / the run ends after that.
+    :hf: ``TrainerCallback.on_log``; HF shares one ``logs`` dict, hooktrain copies it per plugin.
     """
 
 
@@ -259,7 +290,11 @@ def on_prediction_step(
     processing_class: Any, optimizer: Any, lr_scheduler: Any, train_dataloader: Any,
     eval_dataloader: Any,
 ) -> TrainerControl | None:
-    """After each batch of :meth:`evaluate` or :meth:`predict`; its return cannot stop them."""
+    """After each batch of :meth:`evaluate` or :meth:`predict`.
+
+    :control: none stops the evaluation; during training, flags act as if set in ``on_evaluate``.
+    :hf: ``TrainerCallback.on_prediction_step``, the same arguments.
+    """
 
 
 @hookspec
@@ -270,12 +305,15 @@ def on_evaluate(
 ) -> TrainerControl | None:
     """After an evaluation, once per evaluation data set, after its ``on_log``.
 
-    ``should_evaluate`` is cleared just before this fires; setting ``should_save`` makes the loop
-    save right after (unless ``save_strategy="best"`` decides). ``state.best_metric`` still holds
-    the best value before this evaluation.
+    ``should_evaluate`` is cleared just before this fires. ``state.best_metric`` still holds the
+    best value before this evaluation.
 
     :param metrics: this plugin's own copy of the metrics, prefixed (``eval_loss``, ...), with
         ``epoch``.
+    :control: ``should_save``: the loop saves right after (unless ``save_strategy="best"``
+        decides); ``should_epoch_stop`` / ``should_training_stop``: the epoch / the run ends after
+        that (``EarlyStoppingCallback`` stops the run here).
+    :hf: ``TrainerCallback.on_evaluate``; HF shares one ``metrics`` dict, hooktrain copies it.
     """
 
 
@@ -288,6 +326,8 @@ def on_predict(
     """After a successful :meth:`predict`; ``predict`` does not log, so no ``on_log`` fires.
 
     :param metrics: this plugin's own copy of the ``test_*`` metrics.
+    :control: none takes effect: ``predict()`` runs outside the training loop.
+    :hf: ``TrainerCallback.on_predict``; each plugin gets its own copy of ``metrics``.
     """
 
 
@@ -297,12 +337,13 @@ def on_save(
     processing_class: Any, optimizer: Any, lr_scheduler: Any, train_dataloader: Any,
     eval_dataloader: Any, checkpoint_dir: Path,
 ) -> TrainerControl | None:
-    """After a checkpoint was completely written and renamed into place.
-
-    ``should_save`` is cleared just before this fires.
+    """After a checkpoint was completely written and renamed into place (``should_save`` cleared).
 
     :param checkpoint_dir: the finished ``output_dir/checkpoint-<global_step>`` directory; every
-        file in it is complete, so uploaders may copy it. hooktrain addition.
+        file in it is complete, so uploaders may copy it.
+    :control: ``should_epoch_stop`` / ``should_training_stop``: the epoch / the run ends next.
+    :hf: ``TrainerCallback.on_save``; ``checkpoint_dir`` is a hooktrain addition that
+        pluggy-style plugins take, a ``TrainerCallback`` gets HF's arguments.
     """
 
 
@@ -314,7 +355,10 @@ def on_train_end(
 ) -> TrainerControl | None:
     """The end of :meth:`train`, after the summary log (and loading the best model).
 
-    Use in plugins: finish runs, flush and close writers.
+    Use it to finish runs and to flush and close writers.
+
+    :control: none takes effect: training is over.
+    :hf: ``TrainerCallback.on_train_end``, the same arguments.
     """
 
 
@@ -327,17 +371,16 @@ def on_exception(
     """``train``, ``evaluate`` or ``predict`` raised; the exception propagates after this.
 
     Every plugin is called even when one of them fails here; such failures are logged and never
-    hide ``exception``. Also fires for ``KeyboardInterrupt``.
+    hide ``exception``. Also fires for ``KeyboardInterrupt``. Use it to mark the tracking run as
+    failed and close it.
 
     :param exception: what was raised.
-
-    Use in plugins: mark the tracking run as failed and close it. hooktrain addition.
+    :control: none takes effect: the exception propagates.
+    :hf: none (hooktrain addition); a ``TrainerCallback`` may implement it, with ``exception=``.
     """
 
 
-# --------------------------------------------------------------------------------------------
-# Accepted for compatibility, never fired
-# --------------------------------------------------------------------------------------------
+# ---- Accepted for compatibility, never fired ----
 
 
 @hookspec
@@ -348,5 +391,7 @@ def on_push_begin(
 ) -> TrainerControl | None:
     """HF 5.x fires this before pushing to the Hub; hooktrain has no Hub push and never fires it.
 
-    It is declared so that HF callbacks implementing it register without a hook-name error.
+    :control: none (never fired).
+    :hf: ``TrainerCallback.on_push_begin`` (transformers 5.x), declared so that HF callbacks
+        implementing it register without a hook-name error.
     """

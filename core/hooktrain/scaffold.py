@@ -153,8 +153,9 @@ def create_plugin(name: str, directory: str | Path = ".") -> Path:
         "pyproject.toml": _PYPROJECT,
         "README.md": _README,
         f"src/hooktrain_{name}/__init__.py": _MODULE,
+        # no tests/conftest.py: pytest finds hooktrain's fixtures (run_training, ...) through
+        # hooktrain's pytest11 entry point
         f"tests/test_{name}.py": _TEST,
-        "tests/conftest.py": 'pytest_plugins = ["hooktrain.testing"]\n',
     }
     for relative, template in files.items():
         path = root / relative

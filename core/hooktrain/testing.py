@@ -1,9 +1,9 @@
 """The plugin author's test kit: a tiny model and data set, ``run_training`` and ``HookRecorder``.
 
-Use it from plain code, or as an opt-in pytest plugin (like pytest's ``pytester``)::
-
-    # conftest.py
-    pytest_plugins = ["hooktrain.testing"]
+Use it from plain code, or through its pytest fixtures (``run_training``, ``hook_recorder``,
+``no_network``), which pytest provides on its own wherever hooktrain is installed (the
+``hooktrain`` entry point in the ``pytest11`` group loads :mod:`hooktrain.pytest_plugin`; no
+``conftest.py`` line is needed, and ``pytest -p no:hooktrain`` turns them off)::
 
     # test_my_plugin.py
     def test_logs_reach_my_plugin(run_training):
@@ -19,9 +19,7 @@ plugin switched on by ``report_to``) finds a plugin among the trainer's.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import math
-import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,71 +298,16 @@ def environment(
         yield
 
 
-# ---- pytest plugin -------------------------------------------------------------------------
+# ---- pytest ----------------------------------------------------------------------------------
 
 
-def _loopback(host: Any) -> bool:
-    if host in ("localhost", "", None) or not isinstance(host, (str, bytes)):
-        return True
-    name = host.decode() if isinstance(host, bytes) else host
-    try:
-        return ipaddress.ip_address(name.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Refuse every connection and name lookup beyond the loopback; fail the test if any came.
-
-    Tracking libraries often swallow their own network errors, so a refused attempt would not
-    fail a test by itself: the attempts are collected (the fixture's value) and checked after
-    the test. Use it from a plugin's ``conftest.py`` with an autouse fixture that requests it.
+def pytest_configure(config: pytest.Config) -> None:
+    """Called when a ``conftest.py`` names this module (``pytest_plugins =
+    ["hooktrain.testing"]``, the opt-in before the entry point): the fixtures are there already
+    through the ``hooktrain`` entry point, unless it is off (``-p no:hooktrain``), where this
+    line is how one directory opts back in. Registered by name: listing
+    ``hooktrain.pytest_plugin`` itself in ``pytest_plugins`` while the entry point has loaded
+    it is an error in pytest ("already registered under a different name").
     """
-    attempts: list[str] = []
-    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
-    getaddrinfo = socket.getaddrinfo
-
-    def refuse(sock: socket.socket, address: Any) -> bool:
-        inet = sock.family in (socket.AF_INET, socket.AF_INET6)
-        if inet and isinstance(address, tuple) and not _loopback(address[0]):
-            attempts.append(f"connect {address}")
-            return True
-        return False
-
-    def guarded_connect(sock: socket.socket, address: Any) -> Any:
-        if refuse(sock, address):
-            raise ConnectionRefusedError(f"no network beyond 127.0.0.1 in tests: {address}")
-        return connect(sock, address)
-
-    def guarded_connect_ex(sock: socket.socket, address: Any) -> Any:
-        return 111 if refuse(sock, address) else connect_ex(sock, address)  # ECONNREFUSED
-
-    def guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _loopback(host):
-            attempts.append(f"lookup {host}")
-            raise socket.gaierror(socket.EAI_NONAME, f"no name lookups in tests: {host}")
-        return getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect_ex)
-    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
-    yield attempts
-    assert attempts == [], f"the test tried to reach the network: {attempts}"
-
-
-@pytest.fixture
-def hook_recorder() -> HookRecorder:
-    """A fresh :class:`HookRecorder` to pass in ``callbacks``."""
-    return HookRecorder()
-
-
-@pytest.fixture(name="run_training")
-def run_training_fixture(tmp_path: Path) -> Any:
-    """``run_training(**kwargs)`` writing into the test's temporary directory."""
-
-    def run(**kwargs: Any) -> TrainingRun:
-        kwargs.setdefault("output_dir", tmp_path / "run")
-        return run_training(**kwargs)
-
-    return run
+    if not config.pluginmanager.has_plugin("hooktrain"):
+        config.pluginmanager.import_plugin("hooktrain.pytest_plugin")

@@ -1,6 +1,6 @@
 """Entry-point plugins: find, select, block before import, load.
 
-Selection rules (docs/plugins.md, "Selecting plugins"):
+Selection rules (docs/configuring-plugins.md, "Selecting plugins"):
 
 * ``report_to="all"``: every installed plugin, sorted by entry-point name; ``"none"``: none; a
   list: those names, in that order. An unknown name is an error listing the installed ones.

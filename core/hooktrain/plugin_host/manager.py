@@ -37,7 +37,8 @@ logger = logging.getLogger("hooktrain")
 
 
 class Band(IntEnum):
-    """Where a plugin runs in every event (docs/plugins.md, "Order"). Lower bands run first.
+    """Where a plugin runs in every event (docs/configuring-plugins.md, "Order"). Lower bands
+    run first.
 
     Within a band, ``tryfirst`` impls run first and ``trylast`` last; ties keep registration order.
     """
@@ -150,11 +151,11 @@ class HooktrainPluginManager(pluggy.PluginManager):
     ) -> None:
         """Import, build and register the installed plugins ``report_to`` selects.
 
-        pluggy's ``load_setuptools_entrypoints`` with hooktrain's rules (docs/plugins.md,
-        "Selecting plugins"): a disabled plugin is never imported; each plugin class is built
-        with its ``[plugins.<name>]`` table; under ``"all"`` a plugin that fails to import or to
-        register is skipped with a warning and recorded in :attr:`faults`, while one named in
-        ``report_to`` is an error.
+        pluggy's ``load_setuptools_entrypoints`` with hooktrain's rules
+        (docs/configuring-plugins.md, "Selecting plugins"): a disabled plugin is never imported;
+        each plugin class is built with its ``[plugins.<name>]`` table; under ``"all"`` a plugin
+        that fails to import or to register is skipped with a warning and recorded in
+        :attr:`faults`, while one named in ``report_to`` is an error.
         """
         discovery.check_plugin_tables(tables, disable_plugins)
         selection = discovery.select(report_to, disable_plugins)

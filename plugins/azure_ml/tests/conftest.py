@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["hooktrain.testing"]
-
 
 @pytest.fixture(scope="session", autouse=True)
 def outside_azure_ml() -> Iterator[None]:

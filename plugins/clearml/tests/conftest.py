@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["hooktrain.testing"]
-
 CONFIG = "sdk { development { report_use_subprocess: false } }\n"
 #: What may change where a test's task goes: removed for the session.
 CLEARML_VARIABLES = [

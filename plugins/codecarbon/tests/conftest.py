@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["hooktrain.testing"]
-
 OFFLINE = {
     "CODECARBON_LOG_LEVEL": "error",  # its INFO lines and per-run warnings
 }

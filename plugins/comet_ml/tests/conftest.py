@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["hooktrain.testing"]
-
 #: Comet's own variables a developer's shell may have; none of them may leak into the tests.
 COMET_VARIABLES = (
     "COMET_API_KEY", "COMET_MODE", "COMET_START_ONLINE", "COMET_START_MODE", "COMET_PROJECT_NAME",

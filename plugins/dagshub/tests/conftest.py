@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 from dagshub_stand_in import TOKEN, DagsHubStandIn
 
-pytest_plugins = ["hooktrain.testing"]
-
 _CLEARED = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
             "MLFLOW_TRACKING_TOKEN", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID",
             "MLFLOW_TAGS", "MLFLOW_NESTED_RUN", "MLFLOW_RUN_ID", "HF_MLFLOW_LOG_ARTIFACTS",

@@ -10,8 +10,6 @@ import pytest
 
 from hooktrain.testing import environment
 
-pytest_plugins = ["hooktrain.testing"]
-
 OFFLINE = {
     "DVC_NO_ANALYTICS": "1",       # dvc's usage analytics
     "DVC_STUDIO_OFFLINE": "1",     # never post live metrics to DVC Studio

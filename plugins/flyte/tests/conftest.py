@@ -17,8 +17,6 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["hooktrain.testing"]
-
 SANDBOX = Path(tempfile.mkdtemp(prefix="hooktrain-flyte-tests-"))
 
 

@@ -10,8 +10,6 @@ from status_server import TOKEN, Pki, StatusServer, check_body, make_pki, start
 
 from hooktrain.testing import environment
 
-pytest_plugins = ["hooktrain.testing"]
-
 ENV = ("KUBEFLOW_TRAINER_SERVER_URL", "KUBEFLOW_TRAINER_SERVER_TOKEN",
        "KUBEFLOW_TRAINER_SERVER_CA_CERT", "DISABLE_KUBEFLOW_INTEGRATION")
 

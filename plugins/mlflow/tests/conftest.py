@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 from mlflow_server import MlflowServer
 
-pytest_plugins = ["hooktrain.testing"]
-
 #: Variables a developer's shell may carry that would send the tests elsewhere.
 _CLEARED = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "MLFLOW_TAGS",
             "MLFLOW_NESTED_RUN", "MLFLOW_RUN_ID", "MLFLOW_FLATTEN_PARAMS", "MLFLOW_MAX_LOG_PARAMS",

@@ -11,8 +11,6 @@ import pytest
 
 from hooktrain.testing import environment
 
-pytest_plugins = ["hooktrain.testing"]
-
 #: Variables that would make a run go online, or change which run it is.
 ONLINE = ("NEPTUNE_API_TOKEN", "NEPTUNE_PROJECT", "NEPTUNE_MODE", "NEPTUNE_CUSTOM_RUN_ID")
 OFFLINE = {

@@ -11,8 +11,6 @@ import pytest
 
 from hooktrain.testing import environment
 
-pytest_plugins = ["hooktrain.testing"]
-
 OFFLINE = {
     "SWANLAB_MODE": "offline",               # tests that check the plugin's own choice unset it
     "SWANLAB_INTERACTIVE": "false",          # swanlab's own switch: never prompt

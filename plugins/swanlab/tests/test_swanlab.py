@@ -364,3 +364,38 @@ def test_a_failing_hook_finishes_the_run_as_crashed(tmp_path: Path) -> None:
     assert got["finish"].state == state("RUN_STATE_CRASHED")
     assert "FileNotFoundError" in got["finish"].error
     assert max(got["scalars"]["train/loss"]) == 4
+
+
+class StreamWrapper:
+    """What comet_ml's console capture does to ``sys.stderr``: wrap it, write through."""
+
+    def __init__(self, wrapped) -> None:
+        self.__wrapped__ = wrapped
+
+    def write(self, text: str) -> int:
+        return self.__wrapped__.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self.__wrapped__, name)
+
+
+def test_a_console_wrapper_removed_mid_run_leaves_stderr_writable(tmp_path: Path, monkeypatch) -> None:
+    """comet_ml with swanlab: comet unwraps stderr before swanlab's run finishes. swanlab then
+    puts the wrapper's ``write`` on the real stream, which wrote to itself: every later write
+    recursed and the process failed at exit (found by the demo with ``report_to="all"``)."""
+    import sys
+
+    real = sys.stderr
+    monkeypatch.setattr(sys, "stderr", StreamWrapper(real))
+
+    class UnwrapMidRun(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if isinstance(sys.stderr, StreamWrapper):
+                sys.stderr = sys.stderr.__wrapped__
+
+    run = run_training(output_dir="out", report_to=["swanlab"], plugins=[UnwrapMidRun()])
+    assert not run.faults
+    assert sys.stderr is real
+    assert "write" not in getattr(real, "__dict__", {})
+    print("stderr still writes", file=sys.stderr)  # a RecursionError before the fix
+    assert only_run(tmp_path / "swanlog")["finish"].state == state("RUN_STATE_FINISHED")

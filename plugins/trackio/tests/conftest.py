@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["hooktrain.testing"]
-
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="hooktrain-trackio-tests-"))
 ENVIRONMENT = {
     "TRACKIO_DIR": str(SESSION_DIR / "trackio"),

@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 from wandbfiles import offline_environment
 
-pytest_plugins = ["hooktrain.testing"]
-
 
 @pytest.fixture(scope="session", autouse=True)
 def wandb_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import traceback
 import weakref
@@ -65,8 +66,7 @@ class SwanLabSettings:
         False, env="SWANLAB_LOG_MODEL")
 
     def __post_init__(self) -> None:
-        # the config has checked and normalised table and environment values; these lines
-        # give values passed in Python the same spellings (a bad one fails in the plugin)
+        # values passed in Python get the config's spellings (a bad one fails in the plugin)
         if isinstance(self.mode, str):
             self.mode = self.mode.strip().lower()
         if self.mode == "cloud":  # swanlab's name for it
@@ -107,8 +107,6 @@ class SwanLabPlugin(TrackerPlugin):
             with self.failing():
                 self._save_files(checkpoint_dir, f"checkpoint-{state.global_step}")
 
-    # ---- the run -------------------------------------------------------------------------
-
     def open_run(self, args: Any, state: Any, model: Any, run_id: str | None) -> Any:
         import swanlab
 
@@ -147,6 +145,7 @@ class SwanLabPlugin(TrackerPlugin):
         else:
             run.finish(state="aborted" if isinstance(failure, KeyboardInterrupt) else "crashed",
                        error="".join(traceback.format_exception(failure)).strip())
+        _unloop_standard_streams()
 
     def detach_run(self, run: Any) -> None:
         self.trained = True
@@ -185,6 +184,20 @@ class SwanLabPlugin(TrackerPlugin):
         shutil.copytree(source, files / name, dirs_exist_ok=True)
         if not self.run.save(str(files / name / "**"), base_path=str(files), policy="now"):
             raise RuntimeError(f"swanlab recorded none of the files in {files / name}.")
+
+
+def _unloop_standard_streams() -> None:
+    """Undo a ``write`` left calling itself on ``sys.stdout``/``sys.stderr`` by ``finish``.
+
+    swanlab puts the ``write`` it replaced at ``init`` back on whatever stream is current at
+    ``finish``: when comet_ml (or any wrapper) has unwrapped the stream meanwhile, the real stream
+    gets the wrapper's ``write``, which writes to itself, and the process fails at shutdown.
+    """
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        write = getattr(stream, "__dict__", {}).get("write")
+        if getattr(getattr(write, "__self__", None), "__wrapped__", None) is stream:
+            del stream.write
 
 
 @contextlib.contextmanager
