@@ -25,7 +25,7 @@ from hooktrain.testing import RegressionDataset, TinyRegressor, tiny_args
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 pytestmark = pytest.mark.timeout(240)
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def env_for(out: Path) -> dict[str, str]:

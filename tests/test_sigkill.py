@@ -50,7 +50,7 @@ TIMEOUT = 120  # seconds, for any single run
 
 
 def worker_env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("SIGKILL_WORKER_KILL", None)
     return env
 

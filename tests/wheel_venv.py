@@ -178,7 +178,7 @@ def clean_env(**extra: str) -> dict[str, str]:
         if not key.startswith(("HOOKTRAIN_", "ALPHA_", "SAMPLE_", "PYTEST_"))
         and key not in ("PYTHONPATH", "RANK", "WORLD_SIZE", "LOCAL_RANK", "PYTHONHOME")
     }
-    env.update(OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
+    env.update(OMP_NUM_THREADS="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
                PYTHONUNBUFFERED="1")
     env.update(extra)
     return env

@@ -27,7 +27,7 @@ def offline_environment(root: Path) -> dict[str, str]:
            if not k.startswith(("WANDB_", "COMET_", "MLFLOW_", "NEPTUNE_", "CLEARML_",
                                 "SWANLAB_", "TRACKIO_", "DAGSHUB_", "KUBEFLOW_", "HF_"))}
     env.update(
-        HOME=str(root / "home"), OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1",
+        HOME=str(root / "home"), OMP_NUM_THREADS="1",
         WANDB_DIR=str(root / "wandb"), WANDB_CONFIG_DIR=str(root / "wandb-config"),
         WANDB_CACHE_DIR=str(root / "wandb-cache"), WANDB_DATA_DIR=str(root / "wandb-data"),
         COMET_OFFLINE_DIRECTORY=str(root / "comet"), NEPTUNE_DATA_DIRECTORY=str(root / "neptune"),
