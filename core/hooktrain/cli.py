@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
                "or --run.KEY VALUE.",
     )
     train.add_argument("config", help="the TOML file ([training], [plugins.*], [run])")
+    train.add_argument("--plugin-report", action="store_true",
+                       help="print where the time went, per loop phase and per plugin and hook")
 
     plugins = commands.add_parser("plugins", help="list installed plugins")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
             demo.run(options.output_dir, options.epochs, options.report_to)
         elif options.command == "train":
-            train(options.config, extra)
+            report = ["--training.plugin_report", "true"] if options.plugin_report else []
+            train(options.config, [*extra, *report])
         elif options.command == "plugins":
             list_plugins(as_json=options.json, config=options.config)
         elif options.command == "new-plugin":
