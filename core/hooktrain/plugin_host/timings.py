@@ -195,15 +195,20 @@ class RunTimings:
         if not slow:
             return None
         worst = max(slow, key=lambda row: row.share)
+        if worst.kind == "waited":  # already off the training thread: the loop waited anyway
+            advice = ("It is non-blocking, yet training waited for it (its queue was full, or "
+                      "at the end for its last calls): raise logging_steps so it gets fewer "
+                      "calls, or make its hook faster")
+        else:
+            advice = ("Make it non-blocking (nonblocking = true in its [plugins.<name>] table, "
+                      "or hooktrain_nonblocking = True on the plugin) so it runs off the "
+                      "training thread, or raise logging_steps if it works on every log")
         others = len(slow) - 1
         logger.warning(
             "Plugin %s took %.1f%% of this run's time in %s (%d calls, %.3g s, longest %.3g s)%s. "
-            "Make it non-blocking (nonblocking = true in its [plugins.<name>] table, or "
-            "hooktrain_nonblocking = True on the plugin) so it runs off the training thread, "
-            "or raise logging_steps if it works on every log; trainer.plugin_timings or "
-            "plugin_report=True shows the whole table.",
+            "%s; trainer.plugin_timings or plugin_report=True shows the whole table.",
             worst.name, worst.share * 100, worst.hook, worst.calls, worst.total_s, worst.max_s,
-            f"; {others} more plugin hook(s) above {threshold:.0%}" if others else "",
+            f"; {others} more plugin hook(s) above {threshold:.0%}" if others else "", advice,
         )
         return worst
 
