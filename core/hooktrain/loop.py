@@ -11,7 +11,7 @@ The loop calls the trainer's override points (``get_train_dataloader``,
 ``_save_checkpoint``, ``evaluate``, ``log``, ``num_examples``), never their default bodies, so
 what an HF-style Trainer subclass overrides is what runs. See docs/architecture.md.
 
-Each phase of a step (data, forward/backward, optimizer, evaluation, checkpoint save) is timed
+Each phase (set-up, data, forward/backward, optimizer, evaluation, checkpoint save) is timed
 on the host into the dispatcher's :class:`~hooktrain.plugin_host.timings.RunTimings`, minus the
 plugin calls made inside it; timing never waits for the device (docs/plugin-timings.md).
 """
