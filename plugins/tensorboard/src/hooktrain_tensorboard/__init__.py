@@ -4,11 +4,10 @@ The plugin is a :class:`~hooktrain.plugin.TrackerPlugin` whose "run" is one even
 ``train()``'s start (or at the first log, for an ``evaluate()`` before it), closed at its end or
 when training or one of the plugin's hooks raises, so what was written is on disk.
 
-The plugin is non-blocking by default: its hooks run in order on a hooktrain worker thread, and
-``train()`` returns only once they have all run. A failing disk raises inside the hook there, and
-hooktrain reports it on the training thread and switches the plugin off. (tensorboardX's
-``SummaryWriter`` writes from a background thread of its own whose errors nobody sees and whose
-bounded queue then blocks training forever.) docs/integrations/tensorboard.md has more.
+Events are written synchronously on the training thread, on logging steps only: a failing disk
+raises inside the hook, where hooktrain's fault isolation reports it and switches the plugin off.
+(tensorboardX's ``SummaryWriter`` writes from a background thread whose errors nobody sees and
+whose bounded queue then blocks training forever.) docs/integrations/tensorboard.md has more.
 """
 
 from __future__ import annotations
@@ -49,9 +48,6 @@ class TensorBoardPlugin(TrackerPlugin):
     ``eval/loss``)."""
 
     plugin_name = "tensorboard"
-    # Writes go through hooktrain's worker thread (docs/configuring-plugins.md, "Non-blocking
-    # plugins"): it cost the tiny benchmark's loop 18 ms a run on the training thread, 4 ms so.
-    hooktrain_nonblocking = True
     settings = TensorBoardSettings
     config: TensorBoardSettings
 
