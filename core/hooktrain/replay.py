@@ -98,12 +98,11 @@ def replay(output_dir: str | Path, report_to: str | list[str], *, new_run: bool 
 
     started = time.time()
     faults_before = len(manager.faults)
+    state.global_step, state.epoch = 0, 0  # as a Trainer's fresh state
     hooks.on_init_end()
-    if start:
+    if start:  # continuing: where the earlier replay stopped, as a resumed train() would be
         state.log_history = list(history[:start])
         _move_to(state, history[start - 1])
-    else:
-        state.global_step, state.epoch = 0, 0.0
     hooks.on_train_begin()
     last_sent = history[start - 1]["step"] if start else -1
     pending = [(step, path) for step, path in record.checkpoints.items() if step > last_sent]
