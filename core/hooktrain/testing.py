@@ -284,6 +284,13 @@ def run_to_replay(report_to: Any, **overrides: Any) -> Trainer:
     return trainer
 
 
+def replay_command(*arguments: str) -> int:
+    """``hooktrain replay ARGUMENTS`` in this process; returns its exit status."""
+    from hooktrain.cli import main
+
+    return main(["replay", *arguments])
+
+
 TIMING_KEYS = ("runtime", "per_second")  # endings of log values that differ between equal runs
 
 

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from hooktrain.cli import main
-from hooktrain.testing import TIMING_KEYS, logged_series, run_to_replay
+from hooktrain.testing import TIMING_KEYS, logged_series, replay_command, run_to_replay
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -46,7 +45,7 @@ def test_replay_records_what_the_live_run_recorded(
     trainer = _train(tmp_path / "later", monkeypatch, "none")
     assert client.get_experiment_by_name("replay-later") is None  # nothing sent yet
 
-    assert main(["replay", "run", "--report-to", "mlflow"]) == 0
+    assert replay_command("run", "--report-to", "mlflow") == 0
     replayed = _only_run(client, "replay-later")
     assert f"into mlflow (run {replayed.info.run_id})" in capsys.readouterr().out
 
@@ -71,8 +70,8 @@ def test_the_final_model_and_checkpoints_are_uploaded(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "replay-artifacts")
     _train(tmp_path / "run_dir", monkeypatch, "none")
-    assert main(["replay", "run", "--report-to", "mlflow", "--plugins.mlflow.log_model", "true",
-                 "--plugins.mlflow.log_artifacts", "true"]) == 0
+    assert replay_command("run", "--report-to", "mlflow", "--plugins.mlflow.log_model", "true",
+                 "--plugins.mlflow.log_artifacts", "true") == 0
     run_id = _only_run(client, "replay-artifacts").info.run_id
 
     assert {a.path for a in client.list_artifacts(run_id)} == {
@@ -91,17 +90,17 @@ def test_a_second_replay_continues_or_refuses_and_new_run_makes_another(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "replay-twice")
     trainer = _train(tmp_path / "run_dir", monkeypatch, "none")
-    assert main(["replay", "run", "--report-to", "mlflow"]) == 0
+    assert replay_command("run", "--report-to", "mlflow") == 0
     first = _only_run(client, "replay-twice").info.run_id
     capsys.readouterr()
 
-    assert main(["replay", "run", "--report-to", "mlflow"]) == 2
+    assert replay_command("run", "--report-to", "mlflow") == 2
     error = capsys.readouterr().err
     assert f"mlflow already holds this run (run {first}" in error and "--new-run" in error
     assert _metrics(client, first) == logged_series(trainer.state.log_history,
                                                     name=lambda key: key)  # nothing doubled
 
-    assert main(["replay", "run", "--report-to", "mlflow", "--new-run"]) == 0
+    assert replay_command("run", "--report-to", "mlflow", "--new-run") == 0
     experiment = client.get_experiment_by_name("replay-twice").experiment_id
     runs = {r.info.run_id for r in client.search_runs([experiment])}
     assert len(runs) == 2 and first in runs
@@ -123,10 +122,10 @@ def test_a_stopped_run_that_went_on_continues_its_mlflow_run(
     stopped["log_history"] = stopped["log_history"][:3]
     state_file.write_text(json.dumps(stopped))  # as if stopped after step 4's checkpoint
     Path("run/checkpoint-8").rename("later-checkpoint-8")
-    assert main(["replay", "run", "--report-to", "mlflow"]) == 0
+    assert replay_command("run", "--report-to", "mlflow") == 0
     state_file.write_text(full)
     Path("later-checkpoint-8").rename("run/checkpoint-8")
-    assert main(["replay", "run", "--report-to", "mlflow"]) == 0
+    assert replay_command("run", "--report-to", "mlflow") == 0
 
     run = _only_run(client, "replay-continued")  # the same run, reopened
     assert run.info.status == "FINISHED"

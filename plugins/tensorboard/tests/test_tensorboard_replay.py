@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from eventfiles import read_log_dir
 
-from hooktrain.cli import main
-from hooktrain.testing import TIMING_KEYS, logged_series, run_to_replay
+from hooktrain.testing import TIMING_KEYS, logged_series, replay_command, run_to_replay
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,7 +27,7 @@ def test_replay_writes_what_the_live_run_wrote(tmp_path: Path, monkeypatch, caps
     history = _train(tmp_path / "later", monkeypatch, "none")
     assert not (tmp_path / "later" / "run" / "runs").exists()
 
-    assert main(["replay", "run", "--report-to", "tensorboard"]) == 0
+    assert replay_command("run", "--report-to", "tensorboard") == 0
     assert "replayed 7 log entries (steps 2-8) into tensorboard" in capsys.readouterr().out
     replayed = read_log_dir(tmp_path / "later" / "run" / "runs" / "run")
 
@@ -53,19 +52,19 @@ def test_replay_writes_what_the_live_run_wrote(tmp_path: Path, monkeypatch, caps
 def test_a_second_replay_is_refused_then_replaces_a_deleted_copy(
         tmp_path: Path, monkeypatch, capsys) -> None:
     _train(tmp_path / "run_dir", monkeypatch, "none")
-    assert main(["replay", "run", "--report-to", "tensorboard"]) == 0
+    assert replay_command("run", "--report-to", "tensorboard") == 0
     first = read_log_dir(Path("run/runs/run"))
 
-    assert main(["replay", "run", "--report-to", "tensorboard"]) == 2
+    assert replay_command("run", "--report-to", "tensorboard") == 2
     error = capsys.readouterr().err
     assert "tensorboard already holds this run" in error and "--new-run" in error
-    assert main(["replay", "run", "--report-to", "tensorboard", "--new-run"]) == 2
+    assert replay_command("run", "--report-to", "tensorboard", "--new-run") == 2
     error = capsys.readouterr().err
     assert "keeps no run id" in error and str(first.files[0].resolve()) in error
     assert read_log_dir(Path("run/runs/run")).scalars == first.scalars  # nothing doubled
 
     first.files[0].unlink()  # the user deleted the first copy
-    assert main(["replay", "run", "--report-to", "tensorboard", "--new-run"]) == 0
+    assert replay_command("run", "--report-to", "tensorboard", "--new-run") == 0
     assert read_log_dir(Path("run/runs/run")).scalars == first.scalars
 
 
@@ -76,11 +75,11 @@ def test_a_stopped_run_that_went_on_is_continued(tmp_path: Path, monkeypatch) ->
     stopped = {**full, "log_history": full["log_history"][:3], "global_step": 4}
     state_file.write_text(json.dumps(stopped))  # as if stopped after step 4's checkpoint
     Path("run/checkpoint-8").rename("later-checkpoint-8")
-    assert main(["replay", "run", "--report-to", "tensorboard"]) == 0
+    assert replay_command("run", "--report-to", "tensorboard") == 0
     state_file.write_text(json.dumps(full))
     Path("later-checkpoint-8").rename("run/checkpoint-8")
     time.sleep(1.1)  # tensorboardX names event files by the second: a later second, a new file
-    assert main(["replay", "run", "--report-to", "tensorboard"]) == 0
+    assert replay_command("run", "--report-to", "tensorboard") == 0
 
     log = read_log_dir(Path("run/runs/run"))
     assert len(log.files) == 2  # TensorBoard shows the two files of one directory as one run

@@ -11,9 +11,8 @@ import pytest
 from test_wandb import expected_rows, logged_rows
 from wandbfiles import read_run
 
-from hooktrain.cli import main
 from hooktrain.plugin import SUMMARY_KEYS
-from hooktrain.testing import TIMING_KEYS, run_to_replay
+from hooktrain.testing import TIMING_KEYS, replay_command, run_to_replay
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -33,7 +32,7 @@ def test_replay_records_what_the_live_run_recorded(tmp_path: Path, wandb_dir: Pa
     live_trainer = _train(tmp_path / "live", monkeypatch, "wandb")
     (live,) = read_run(wandb_dir, live_trainer.callback_handler.manager.get_plugin("wandb").run_id)
     trainer = _train(tmp_path / "later", monkeypatch, "none")
-    assert main(["replay", "run", "--report-to", "wandb"]) == 0
+    assert replay_command("run", "--report-to", "wandb") == 0
     (replayed,) = read_run(wandb_dir, _replayed_run_id())
 
     assert replayed.exit_code == 0 and replayed.run_id != live.run_id
@@ -57,15 +56,15 @@ def test_replay_records_what_the_live_run_recorded(tmp_path: Path, wandb_dir: Pa
 def test_the_final_model_is_an_artifact_and_a_second_replay_is_refused(
         tmp_path: Path, wandb_dir: Path, monkeypatch, capsys) -> None:
     _train(tmp_path / "run_dir", monkeypatch, "none")
-    assert main(["replay", "run", "--report-to", "wandb", "--plugins.wandb.log_model",
-                 "end"]) == 0
+    assert replay_command("run", "--report-to", "wandb", "--plugins.wandb.log_model",
+                 "end") == 0
     run_id = _replayed_run_id()
     (segment,) = read_run(wandb_dir, run_id)
     (artifact,) = segment.artifacts
     assert "final_model" in [alias for alias in artifact.aliases]
     assert {entry.path for entry in artifact.manifest.contents} >= {"model.safetensors"}
 
-    assert main(["replay", "run", "--report-to", "wandb"]) == 2
+    assert replay_command("run", "--report-to", "wandb") == 2
     error = capsys.readouterr().err
     assert f"wandb already holds this run (run {run_id}" in error and "--new-run" in error
     assert len(read_run(wandb_dir, run_id)) == 1  # no second segment
