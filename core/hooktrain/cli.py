@@ -1,4 +1,4 @@
-"""The ``hooktrain`` command: ``demo``, ``train``, ``plugins`` and ``new-plugin``.
+"""The ``hooktrain`` command: ``demo``, ``train``, ``replay``, ``plugins`` and ``new-plugin``.
 
 ``hooktrain plugins`` imports neither torch nor any plugin's tracking library.
 """
@@ -33,6 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--plugin-report", action="store_true",
                        help="print where the time went, per loop phase and per plugin and hook")
 
+    replay = commands.add_parser(
+        "replay", help="send a finished run to plugins installed afterwards (docs/replay.md)",
+        epilog="Plugin settings: --config FILE ([plugins.NAME] tables) and --plugins.NAME.KEY "
+               "VALUE.")
+    replay.add_argument("output_dir", help="the run's output_dir")
+    replay.add_argument("--report-to", required=True, help='"all" or a comma list of plugins')
+    replay.add_argument("--new-run", action="store_true",
+                        help="record a second copy where an earlier replay already sent the run")
+    replay.add_argument("--config", help="take [plugins.NAME] settings from this TOML file")
+
     plugins = commands.add_parser("plugins", help="list installed plugins")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.add_argument("--config", help="apply report_to / disable_plugins from this file")
@@ -55,7 +65,7 @@ def _version() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     options, extra = parser.parse_known_args(argv)
-    if extra and options.command != "train":
+    if extra and options.command not in ("train", "replay"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if options.command == "demo":
@@ -65,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         elif options.command == "train":
             report = ["--training.plugin_report", "true"] if options.plugin_report else []
             train(options.config, [*extra, *report])
+        elif options.command == "replay":
+            return replay(options, extra)
         elif options.command == "plugins":
             list_plugins(as_json=options.json, config=options.config)
         elif options.command == "new-plugin":
@@ -131,6 +143,22 @@ def train(config_path: str, overrides: list[str]) -> None:
     _RUNNING.update(trainer=trainer, config=config_path, overrides=overrides)
     output = trainer.train(resume_from_checkpoint=config.run.get("resume_from_checkpoint"))
     print(json.dumps({"global_step": output.global_step, **output.metrics}))
+
+
+def replay(options: argparse.Namespace, overrides: list[str]) -> int:
+    """``hooktrain replay``: 0 when every plugin took the run, 1 when one failed on the way."""
+    from hooktrain.replay import replay, settings_from_command_line
+
+    report_to = [n.strip() for n in options.report_to.split(",") if n.strip()]
+    result = replay(options.output_dir, "all" if report_to == ["all"] else report_to,
+                    new_run=options.new_run,
+                    plugin_settings=settings_from_command_line(options.config, overrides))
+    for name, run in result.replayed.items():
+        print(f"replayed {result.entries} log entries (steps {result.first_step}-"
+              f"{result.last_step}) into {name}{f' ({run})' if run else ''}")
+    for failure in result.failed:
+        print(f"hooktrain: plugin failed during the replay: {failure}", file=sys.stderr)
+    return 1 if result.failed else 0
 
 
 def list_plugins(as_json: bool = False, config: str | None = None) -> None:

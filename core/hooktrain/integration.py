@@ -91,12 +91,16 @@ def save_model(model: Any, directory: str | Path) -> Path:
 
     This is the "save the model to a directory" service integrations use for a final-model
     artifact, instead of building a second Trainer as HF's W&B and DVCLive callbacks do.
-    Returns the directory.
+    Returns the directory. A model that writes itself (``save_to(directory)``: the weights on
+    disk that ``hooktrain replay`` passes) does so, without torch.
     """
-    from safetensors.torch import save_model as save_safetensors
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if callable(getattr(model, "save_to", None)) and not hasattr(model, "parameters"):
+        model.save_to(directory)
+        return directory
+    from safetensors.torch import save_model as save_safetensors
+
     save_safetensors(model, str(directory / "model.safetensors"))
     config = model_config(model)
     if config:

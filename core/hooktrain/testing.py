@@ -271,6 +271,29 @@ def logged_series(
     return series
 
 
+def run_to_replay(report_to: Any, **overrides: Any) -> Trainer:
+    """A finished run for ``hooktrain replay`` tests: :class:`TinyRegressor` (same weights every
+    time) trained in the working directory with ``output_dir="run"`` (relative, so runs made in
+    two directories have equal arguments), logging every 2 steps, evaluating and saving every
+    4, then ``save_state()`` (the whole ``log_history``, train summary included)."""
+    values: dict[str, Any] = {"logging_steps": 2, "eval_strategy": "steps", "eval_steps": 4,
+                              "save_strategy": "steps", "save_steps": 4, "seed": 0}
+    trainer = build_trainer("run", model_seed=0, report_to=report_to, **{**values, **overrides})
+    trainer.train()
+    trainer.save_state()
+    return trainer
+
+
+def replay_command(*arguments: str) -> int:
+    """``hooktrain replay ARGUMENTS`` in this process; returns its exit status."""
+    from hooktrain.cli import main
+
+    return main(["replay", *arguments])
+
+
+TIMING_KEYS = ("runtime", "per_second")  # endings of log values that differ between equal runs
+
+
 def expected_steps(train_size: int, batch_size: int, epochs: int, accumulation: int = 1) -> int:
     """Optimizer steps a run makes (HF's rule: the last short group still steps)."""
     return math.ceil(math.ceil(train_size / batch_size) / accumulation) * epochs

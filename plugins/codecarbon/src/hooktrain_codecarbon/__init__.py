@@ -66,6 +66,7 @@ class CodeCarbonPlugin:
     """Tracks the energy and emissions of every ``train()`` with codecarbon, offline."""
 
     settings = CodeCarbonSettings
+    hooktrain_not_replayable = "it measures the machine's energy while training runs"
 
     def __init__(self, settings: CodeCarbonSettings | None = None) -> None:
         self.config = settings or from_environment("codecarbon", CodeCarbonSettings)

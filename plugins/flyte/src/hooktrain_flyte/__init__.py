@@ -127,6 +127,7 @@ class FlytePlugin:
     """Syncs checkpoints to the Flyte task's checkpoint and saves the log history as a deck."""
 
     settings = FlyteSettings
+    hooktrain_not_replayable = "it writes into the Flyte task that runs the training"
 
     def __init__(self, settings: FlyteSettings | None = None) -> None:
         self.config = settings or FlyteSettings()

@@ -63,6 +63,7 @@ class KubeflowPlugin:
     """Posts progress, an ETA and the latest metrics to the Kubeflow Trainer status server."""
 
     settings = KubeflowSettings
+    hooktrain_not_replayable = "it reports a running TrainJob's progress, and a replay has none"
 
     def __init__(self, settings: KubeflowSettings | None = None) -> None:
         self.config = settings or from_environment("kubeflow", KubeflowSettings)
