@@ -380,9 +380,8 @@ class StreamWrapper:
 
 
 def test_a_console_wrapper_removed_mid_run_leaves_stderr_writable(tmp_path: Path, monkeypatch) -> None:
-    """comet_ml with swanlab: comet unwraps stderr before swanlab's run finishes. swanlab then
-    puts the wrapper's ``write`` on the real stream, which wrote to itself: every later write
-    recursed and the process failed at exit (found by the demo with ``report_to="all"``)."""
+    """comet_ml unwraps stderr before swanlab's run finishes; swanlab then put the wrapper's
+    ``write`` on the real stream, which recursed at every write (the report_to="all" demo)."""
     import sys
 
     real = sys.stderr
