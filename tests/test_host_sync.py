@@ -136,7 +136,7 @@ def _train(tmp_path, counter, first, last, *, train_size=160, **overrides):
         {"optim": "sgd", "max_grad_norm": None},
         {"gradient_accumulation_steps": 2, "train_size": 320},
         {"lr_scheduler_type": "cosine", "warmup_steps": 5},
-        {"plugin_report": True, "plugin_report_threshold": 0.0},  # timings are always on
+        {"plugin_report": True, "plugin_report_threshold": 0.0, "plugin_report_min_seconds": 0.0},  # timings are always on
     ],
     ids=["defaults", "sgd-noclip", "accumulation", "cosine-warmup", "plugin-report"],
 )

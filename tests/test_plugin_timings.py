@@ -62,7 +62,8 @@ def timing_warnings(caplog) -> list[str]:
 
 def test_a_slow_plugin_is_named_with_its_hook_and_share(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="hooktrain"):
-        run = run_training(tmp_path, plugins=[SlowStep()], max_steps=30, train_size=120)
+        run = run_training(tmp_path, plugins=[SlowStep()], max_steps=30, train_size=120,
+                           plugin_report_min_seconds=0.5)
     row = rows_of(run.trainer, "SlowStep", "plugin")["on_step_end"]
     assert row.calls == 30
     assert row.share > 0.5, run.trainer.plugin_timings  # 30 x 20 ms in a run of a few ms more
@@ -72,6 +73,29 @@ def test_a_slow_plugin_is_named_with_its_hook_and_share(tmp_path, caplog):
     assert "SlowStep" in warnings[0] and "on_step_end" in warnings[0]
     assert f"{row.share * 100:.1f}%" in warnings[0]
     assert "non-blocking" in warnings[0] and "logging_steps" in warnings[0]
+
+
+def test_a_short_run_does_not_warn_below_the_floor(tmp_path, caplog):
+    """The same 90 % share, in a run of under a second: the default floor of one second keeps
+    smoke runs and test suites quiet."""
+    with caplog.at_level(logging.WARNING, logger="hooktrain"):
+        run = run_training(tmp_path, plugins=[SlowStep()], max_steps=10, train_size=40)
+    row = rows_of(run.trainer, "SlowStep", "plugin")["on_step_end"]
+    assert row.share > 0.5 and row.total_s < 1.0
+    assert timing_warnings(caplog) == []
+
+
+class SlowStart:
+    @hookimpl
+    def on_train_begin(self):
+        time.sleep(0.2)  # a tracker creating its run
+
+
+def test_a_slow_start_is_in_the_table_but_not_warned_about(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="hooktrain"):
+        run = run_training(tmp_path, plugins=[SlowStart()], plugin_report_min_seconds=0)
+    assert rows_of(run.trainer, "SlowStart", "plugin")["on_train_begin"].share > 0.05
+    assert timing_warnings(caplog) == []
 
 
 def test_no_warning_when_every_plugin_is_cheap(tmp_path, caplog):
@@ -236,9 +260,15 @@ def test_the_threshold_is_a_share(tmp_path, threshold):
         TrainingArguments(output_dir=str(tmp_path), plugin_report_threshold=threshold)
 
 
+def test_the_floor_is_not_negative(tmp_path):
+    with pytest.raises(ConfigError, match="plugin_report_min_seconds must be >= 0"):
+        TrainingArguments(output_dir=str(tmp_path), plugin_report_min_seconds=-1)
+
+
 def test_a_threshold_of_one_never_warns(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="hooktrain"):
-        run_training(Path(tmp_path), plugins=[SlowStep()], plugin_report_threshold=1.0)
+        run_training(Path(tmp_path), plugins=[SlowStep()], plugin_report_threshold=1.0,
+                     plugin_report_min_seconds=0)
     assert timing_warnings(caplog) == []
 
 

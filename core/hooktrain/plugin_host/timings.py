@@ -36,6 +36,10 @@ STATE_KEY = "HooktrainTimings"
 LOOP = "loop"  #: the name of the loop's phase rows
 PHASES = ("set-up", "data", "forward/backward", "optimizer", "evaluation", "checkpoint save")
 _NS = 1e-9
+#: hooks fired once per ``train()``: a tracker's start-up and finish (creating its run takes
+#: Comet seconds) is a fixed cost that a longer run dilutes, and neither non-blocking mode nor
+#: ``logging_steps`` changes it, so the warning is about the hooks whose cost grows with the run
+ONCE_PER_RUN = frozenset({"on_init_end", "on_train_begin", "on_train_end"})
 
 
 class Timer:
@@ -184,14 +188,21 @@ class RunTimings:
         state.stateful_callbacks[STATE_KEY] = self.to_saved()
         if not is_main_process:
             return
-        self.warn_slow_plugins(getattr(args, "plugin_report_threshold", 0.05))
+        self.warn_slow_plugins(getattr(args, "plugin_report_threshold", 0.05),
+                               getattr(args, "plugin_report_min_seconds", 1.0))
         if getattr(args, "plugin_report", False):
             print(format_table(self.table(), self.run_seconds()), flush=True)
 
-    def warn_slow_plugins(self, threshold: float) -> TimingRow | None:
-        """One warning naming the plugin row with the largest share above ``threshold``."""
+    def warn_slow_plugins(self, threshold: float, min_seconds: float = 1.0) -> TimingRow | None:
+        """One warning naming the plugin row with the largest share above ``threshold``.
+
+        A row must also have taken ``min_seconds`` in all: in a run of a few hundred
+        milliseconds (a test, a smoke run) a logger's first write is a large share of nothing,
+        and a warning there would be noise the user can do nothing about. Hooks in
+        :data:`ONCE_PER_RUN` are in the table but never warned about."""
         slow = [row for row in self.table() if row.kind in ("plugin", "waited")
-                and row.share > threshold]
+                and row.hook not in ONCE_PER_RUN
+                and row.share > threshold and row.total_s >= min_seconds]
         if not slow:
             return None
         worst = max(slow, key=lambda row: row.share)
