@@ -1,4 +1,5 @@
-"""Measurements that are not training loops: dispatch cost, start-up, host syncs, slow loggers."""
+"""Measurements that are not training loops: dispatch cost, timing cost, start-up, host syncs,
+slow loggers."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from workloads import TINY, MemoryLogger, Workload, dataset_for, hooktrain_loop
 
 from hooktrain import TrainerCallback, hookimpl
 from hooktrain.plugin_host import HookDispatcher, HooktrainPluginManager
+from hooktrain.plugin_host.timings import RunTimings
 from hooktrain.trainer_state import TrainerState
 
 
@@ -51,6 +53,66 @@ def dispatch_cost(counts: tuple[int, ...] = (0, 1, 10, 50), calls: int = 20000) 
             samples.append((time.perf_counter() - start) / calls * 1e6)
         result[label] = statistics.median(samples)
     return result
+
+
+def timing_overhead(tiny_us_per_step: float, calls: int = 200_000) -> dict[str, float]:
+    """What the always-on plugin timings cost: ns per timed plugin call and per timed phase
+    (the statements ``HookDispatcher._fire`` and ``TrainingLoop.train_epoch`` add, run on
+    their own against an empty loop), the timed calls of one tiny step with the logging plugin,
+    and so the share of a tiny step they take (the ratio with timings off, by subtraction)."""
+    timings, now = RunTimings(), time.perf_counter_ns
+    timer = timings.timer("plugin", "on_step_end", "plugin")
+
+    def empty() -> int:
+        start = now()
+        for _ in range(calls):
+            pass
+        return now() - start
+
+    def plugin_calls() -> int:  # as in HookDispatcher._fire, around each plugin call
+        begin = now()
+        for _ in range(calls):
+            outer_nested, timings.nested_ns = timings.nested_ns, 0
+            start = now()
+            elapsed = now() - start
+            own = elapsed - timings.nested_ns
+            timings.nested_ns = outer_nested + elapsed
+            timer.calls += 1
+            timer.total_ns += own
+            if own > timer.max_ns:
+                timer.max_ns = own
+        return now() - begin
+
+    def phases() -> int:  # as in TrainingLoop.train_epoch, around each phase
+        begin = now()
+        for _ in range(calls):
+            start, plugin_ns = now(), timings.nested_ns
+            timer.add(now() - start - (timings.nested_ns - plugin_ns))
+        return now() - begin
+
+    per_call = statistics.median(plugin_calls() - empty() for _ in range(5)) / calls
+    per_phase = statistics.median(phases() - empty() for _ in range(5)) / calls
+    work = Workload("timing probe", TINY.sizes, TINY.batch_size, 200)
+    trainers: list[Any] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        hooktrain_loop(work, dataset_for(work), tmp, report_to=_logging_plugin(),
+                       plugins=[], keep=trainers)
+    rows = trainers[0].plugin_timings
+    plugin_calls_per_step = sum(r.calls for r in rows if r.kind in ("plugin", "waited")) / 200
+    phases_per_step = sum(r.calls for r in rows if r.kind == "phase" and r.hook in
+                          ("data", "forward/backward", "optimizer")) / 200
+    per_step_ns = plugin_calls_per_step * per_call + phases_per_step * per_phase
+    share = per_step_ns / (tiny_us_per_step * 1e3)
+    return {"ns per timed plugin call": per_call, "ns per timed phase": per_phase,
+            "timed plugin calls per tiny step": plugin_calls_per_step,
+            "timed phases per tiny step": phases_per_step,
+            "ns per tiny step": per_step_ns, "share of a tiny hooktrain step": share}
+
+
+def _logging_plugin() -> Any:
+    from hooktrain.plugin_host import discovery
+
+    return ["tensorboard"] if "tensorboard" in discovery.installed_plugins() else "none"
 
 
 def _wall(code: list[str], repeats: int = 5) -> float:

@@ -89,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     report["tiny"] = training_ratios(tiny, rounds)
     report["medium"] = training_ratios(medium, rounds)
     report["dispatch us/event"] = probes.dispatch_cost(calls=200 if options.smoke else 20000)
+    tiny_us = report["tiny"]["plain us/step"] * report["tiny"]["hooktrain"]["ratio"]
+    timing = report["plugin timings"] = probes.timing_overhead(
+        tiny_us, calls=2000 if options.smoke else 200_000)
+    # the same run without the timings: their cost taken out of the hooktrain step
+    timing["tiny ratio without timings"] = report["tiny"]["hooktrain"]["ratio"] * (
+        1 - timing["share of a tiny hooktrain step"])
     report["startup s"] = probes.startup(repeats=1 if options.smoke else 5)
     slow_work = replace(tiny, steps=200 if not options.smoke else 4)
     report["slow logger (50 ms), s/step"] = {
@@ -118,6 +124,15 @@ def format_table(report: dict[str, Any]) -> str:
                              f"(min {value['min']:.3f}, max {value['max']:.3f})")
     lines.append("dispatch, us per on_step_end:")
     lines += [f"  {k:<30} {v:7.2f}" for k, v in report["dispatch us/event"].items()]
+    timing = report["plugin timings"]
+    lines.append(f"plugin timings: {timing['ns per timed plugin call']:.0f} ns per plugin call, "
+                 f"{timing['ns per timed phase']:.0f} ns per phase; "
+                 f"{timing['timed plugin calls per tiny step']:.1f} calls and "
+                 f"{timing['timed phases per tiny step']:.0f} phases per tiny step = "
+                 f"{timing['ns per tiny step'] / 1e3:.2f} us "
+                 f"({timing['share of a tiny hooktrain step']:.2%} of it); tiny "
+                 f"{report['tiny']['hooktrain']['ratio']:.3f}x with, "
+                 f"{timing['tiny ratio without timings']:.3f}x without")
     lines.append("start-up, s:")
     lines += [f"  {k:<30} {v if not isinstance(v, float) else round(v, 3)}"
               for k, v in report["startup s"].items()]

@@ -112,8 +112,9 @@ class MemoryLogger:
 
 def hooktrain_loop(work: Workload, dataset: Any, output_dir: str,
                    plugins: list[Any] | None = None, logging_steps: int = 50,
-                   report_to: Any = "none") -> float:
-    """hooktrain with its defaults on: flow, progress bar, and the given logging plugins."""
+                   report_to: Any = "none", keep: list[Any] | None = None) -> float:
+    """hooktrain with its defaults on: flow, progress bar, and the given logging plugins
+    (``keep`` gets the trainer, for its ``plugin_timings``)."""
     from hooktrain import Trainer, TrainingArguments
 
     torch.manual_seed(0)
@@ -128,6 +129,8 @@ def hooktrain_loop(work: Workload, dataset: Any, output_dir: str,
         start = time.perf_counter()
         trainer.train()
         elapsed = time.perf_counter() - start
+    if keep is not None:
+        keep.append(trainer)
     return elapsed / work.steps
 
 

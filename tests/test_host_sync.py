@@ -136,8 +136,9 @@ def _train(tmp_path, counter, first, last, *, train_size=160, **overrides):
         {"optim": "sgd", "max_grad_norm": None},
         {"gradient_accumulation_steps": 2, "train_size": 320},
         {"lr_scheduler_type": "cosine", "warmup_steps": 5},
+        {"plugin_report": True, "plugin_report_threshold": 0.0, "plugin_report_min_seconds": 0.0},  # timings are always on
     ],
-    ids=["defaults", "sgd-noclip", "accumulation", "cosine-warmup"],
+    ids=["defaults", "sgd-noclip", "accumulation", "cosine-warmup", "plugin-report"],
 )
 def test_no_host_sync_between_logs(tmp_path, monkeypatch, capsys, disable_tqdm, overrides):
     # 160 samples in batches of 4 (320 with accumulation 2): one epoch, so no epoch boundary

@@ -149,6 +149,12 @@ class TrainingArguments(HFArguments):
     """Seconds a hook may run before a warning (non-blocking: switched off); 0: no bound."""
     plugin_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Settings per plugin (``{"mlflow": {"experiment_name": "x"}}``), as ``[plugins.*]``."""
+    plugin_report: bool = False
+    """Print where the time went (loop phases, each plugin per hook) at the end of ``train()``."""
+    plugin_report_threshold: float = 0.05
+    """A plugin taking more than this share of ``train()``'s time is named in one warning."""
+    plugin_report_min_seconds: float = 1.0
+    """...and at least this many seconds: a short run's few milliseconds of logging are no news."""
 
     def __post_init__(self) -> None:
         # transformers 5 defaults output_dir to None, meaning "trainer_output"
@@ -186,6 +192,12 @@ class TrainingArguments(HFArguments):
         if not self.plugin_timeout >= 0:
             raise ConfigError(f"plugin_timeout must be >= 0 seconds (0: no bound), got "
                               f"{self.plugin_timeout}.")
+        if not 0 <= self.plugin_report_threshold <= 1:
+            raise ConfigError("plugin_report_threshold is a share of the run's time, between 0 "
+                              f"and 1 (0.05: 5 %), got {self.plugin_report_threshold}.")
+        if not self.plugin_report_min_seconds >= 0:
+            raise ConfigError("plugin_report_min_seconds must be >= 0 (0: warn on the share "
+                              f"alone), got {self.plugin_report_min_seconds}.")
         if self.fp16 and self.bf16:
             raise ConfigError("fp16 and bf16 are both set: choose one.")
 

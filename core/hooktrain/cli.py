@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
                "or --run.KEY VALUE.",
     )
     train.add_argument("config", help="the TOML file ([training], [plugins.*], [run])")
+    train.add_argument("--plugin-report", action="store_true",
+                       help="print where the time went, per loop phase and per plugin and hook")
 
     replay = commands.add_parser(
         "replay", help="send a finished run to plugins installed afterwards (docs/replay.md)",
@@ -71,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 
             demo.run(options.output_dir, options.epochs, options.report_to)
         elif options.command == "train":
-            train(options.config, extra)
+            report = ["--training.plugin_report", "true"] if options.plugin_report else []
+            train(options.config, [*extra, *report])
         elif options.command == "replay":
             return replay(options, extra)
         elif options.command == "plugins":

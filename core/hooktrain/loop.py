@@ -10,6 +10,10 @@ The loop calls the trainer's override points (``get_train_dataloader``,
 ``create_optimizer_and_scheduler``, ``training_step``, ``_maybe_log_save_evaluate``,
 ``_save_checkpoint``, ``evaluate``, ``log``, ``num_examples``), never their default bodies, so
 what an HF-style Trainer subclass overrides is what runs. See docs/architecture.md.
+
+Each phase (set-up, data, forward/backward, optimizer, evaluation, checkpoint save) is timed
+on the host into the dispatcher's :class:`~hooktrain.plugin_host.timings.RunTimings`, minus the
+plugin calls made inside it; timing never waits for the device (docs/plugin-timings.md).
 """
 
 from __future__ import annotations
@@ -65,6 +69,9 @@ class TrainingLoop:
         args, hooks = trainer.args, trainer.callback_handler
         if trainer.train_dataset is None:
             raise ConfigError("Trainer.train() needs a train_dataset.")
+        timings = hooks.timings
+        timings.start_run()  # set-up: the loader, the optimizer (torch imports), resuming
+        setup_start, setup_plugin_ns = time.perf_counter_ns(), timings.nested_ns
         train_dataloader = self.train_dataloader = trainer.get_train_dataloader()
         accumulation = args.gradient_accumulation_steps
         if has_length(train_dataloader):
@@ -122,6 +129,8 @@ class TrainingLoop:
         # As in HF, a stop a callback asked for in the run that wrote the checkpoint does not
         # stop the resumed one (on_train_begin clears it): only max_steps ends it at once.
         finished = state.global_step >= max_steps
+        timings.phase("set-up").add(time.perf_counter_ns() - setup_start
+                                    - (timings.nested_ns - setup_plugin_ns))
         hooks.on_train_begin()
         if finished:  # a resumed run that had already ended: it ends stopped, training nothing
             trainer.control.should_training_stop = True
@@ -157,9 +166,15 @@ class TrainingLoop:
         record_loss = self.progress.loss_filter.record
         optimizer_step = self.optimizer_step
         maybe_log_save_evaluate = trainer._maybe_log_save_evaluate  # HF's override point
+        timings, now = hooks.timings, time.perf_counter_ns
+        data_phase, model_phase = timings.phase("data"), timings.phase("forward/backward")
+        optimizer_phase = timings.phase("optimizer")
         step = skip_batches - 1
         step_loss: torch.Tensor | None = None
+        mark = now()
         for batch, num_items_in_batch in self.batches_with_item_counts(batches, skip_batches):
+            start = now()
+            data_phase.add(start - mark)
             step += 1
             if step % accumulation == 0:
                 hooks.on_step_begin()
@@ -169,6 +184,7 @@ class TrainingLoop:
                 step_loss = None
             ends_group = (step + 1) % accumulation == 0 or step + 1 == steps_in_epoch
             # DDP all-reduces gradients only on the micro-batch that ends an accumulation group
+            start, plugin_ns = now(), timings.nested_ns
             with contextlib.nullcontext() if ends_group or unwrapped else model.no_sync():
                 if takes_count:
                     loss = training_step(model, batch, num_items_in_batch)
@@ -176,8 +192,11 @@ class TrainingLoop:
                     loss = training_step(model, batch)
             record_loss(loss, state.global_step)
             step_loss = loss if step_loss is None else step_loss + loss
+            model_phase.add(now() - start - (timings.nested_ns - plugin_ns))
             if ends_group:
+                start, plugin_ns = now(), timings.nested_ns
                 optimizer_step(step_loss)
+                optimizer_phase.add(now() - start - (timings.nested_ns - plugin_ns))
                 state.epoch = epoch + (step + 1) / steps_in_epoch
                 hooks.on_step_end(step_loss)
                 maybe_log_save_evaluate()
@@ -186,6 +205,7 @@ class TrainingLoop:
             control = hooks.control
             if control.should_epoch_stop or control.should_training_stop:
                 break
+            mark = now()
         if step < skip_batches:
             logger.warning("Epoch %d yielded no batch; stopping training.", epoch)
             trainer.control.should_training_stop = True
@@ -288,17 +308,27 @@ class TrainingLoop:
                 is_new_best = trainer.checkpointer.update_best_metric(metrics)
             except ConfigError:  # no metric_for_best_model: keep this step's work, then stop
                 if trainer.args.save_strategy != "no":
-                    hooks.on_save(trainer._save_checkpoint())
+                    hooks.on_save(self.timed("checkpoint save", trainer._save_checkpoint))
                 raise
             if trainer.args.save_strategy == "best":
                 trainer.control.should_save = is_new_best
         if trainer.control.should_save:
-            checkpoint_dir = trainer._save_checkpoint()  # HF's override point
+            checkpoint_dir = self.timed("checkpoint save", trainer._save_checkpoint)  # HF's
             hooks.on_save(checkpoint_dir)
+
+    def timed(self, phase: str, function: Any) -> Any:
+        """``function()``, its host time less the plugin calls inside it added to ``phase``."""
+        timings = self.trainer.callback_handler.timings
+        start, plugin_ns = time.perf_counter_ns(), timings.nested_ns
+        try:
+            return function()
+        finally:
+            timings.phase(phase).add(time.perf_counter_ns() - start
+                                     - (timings.nested_ns - plugin_ns))
 
     def evaluate_during_training(self) -> dict[str, float]:
         trainer = self.trainer
-        metrics = trainer.evaluate()
+        metrics = self.timed("evaluation", trainer.evaluate)
         lr_scheduler = trainer.lr_scheduler
         if isinstance(lr_scheduler, ReduceLROnPlateau):  # HF: after every evaluation
             name = trainer.args.metric_for_best_model

@@ -32,7 +32,7 @@ from hooktrain.loaders import DataLoaderBuilder
 from hooktrain.loop import TrainingLoop
 from hooktrain.loss import compute_loss
 from hooktrain.outputs import EvalLoopOutput, PredictionOutput, TrainOutput
-from hooktrain.plugin_host import HookDispatcher, HooktrainPluginManager, PluginFault
+from hooktrain.plugin_host import HookDispatcher, HooktrainPluginManager, PluginFault, TimingRow
 from hooktrain.preflight import check_trainer_setup
 from hooktrain.preparation import (
     activate_neftune,
@@ -95,11 +95,9 @@ class Trainer:
         self.model = model.to(self.device)
         self.model_wrapped = self.model  # DistributedDataParallel around it under torchrun
         self.data_collator = data_collator or default_collate
-        self.train_dataset = train_dataset
-        self.eval_dataset = eval_dataset
+        self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
         self.processing_class = processing_class
-        self.compute_loss_func = compute_loss_func
-        self.compute_metrics = compute_metrics
+        self.compute_loss_func, self.compute_metrics = compute_loss_func, compute_metrics
         self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
         self.optimizer, self.lr_scheduler = optimizers
         self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
@@ -107,8 +105,7 @@ class Trainer:
             raise ConfigError("model_init cannot be combined with optimizers=(...): each train() "
                               "makes a new model. Override create_optimizer_and_scheduler instead.")
         self.label_names = self.args.label_names or ["labels"]
-        self.is_in_train = False
-        self._created_scheduler = False
+        self.is_in_train = self._created_scheduler = False
         self.current_gradient_accumulation_steps = 1
         self.model_accepts_loss_kwargs = accepts_loss_kwargs(self.model)
         #: whether the model's own loss shifts labels (a causal LM): HF counts labels[..., 1:]
@@ -117,8 +114,7 @@ class Trainer:
         self._autocast = autocast_factory(self.args, self.device)
         # The collaborators: each calls back into this object's (overridable) methods.
         self.loop = TrainingLoop(self)
-        self.evaluator = Evaluator(self)
-        self.checkpointer = Checkpointer(self)
+        self.evaluator, self.checkpointer = Evaluator(self), Checkpointer(self)
         self.dataloaders = DataLoaderBuilder(self)
 
         self.plugin_manager = HooktrainPluginManager()
@@ -172,6 +168,12 @@ class Trainer:
         """Each plugin that failed to load or was switched off after raising, in order."""
         return list(self.plugin_manager.faults)
 
+    @property
+    def plugin_timings(self) -> list[TimingRow]:
+        """Where ``train()``'s time went: the loop's phases, each plugin in each hook
+        (``TimingRow``: name, hook, kind, calls, total_s, mean_s, max_s, share)."""
+        return self.callback_handler.timings.table()
+
     def add_callback(self, callback: Any) -> None:
         """Add a plugin: a class (instantiated with no arguments) or an instance (HF semantics)."""
         self.callback_handler.add_callback(callback)
@@ -189,15 +191,14 @@ class Trainer:
     def train(self, resume_from_checkpoint: str | bool | None = None) -> TrainOutput:
         """Train; ``resume_from_checkpoint=True`` continues from the newest complete checkpoint."""
         with distributed.terminate_as_exception(), self._exception_funnel():
-            self.is_in_train = True
-            neftune = None
+            self.is_in_train, neftune = True, None
             try:
                 if self.args.neftune_noise_alpha is not None:
                     neftune = self._activate_neftune()
                 if self._created_scheduler:  # made anew for every train(), as HF; one passed in
                     self.lr_scheduler = None  # is kept
                     self._created_scheduler = False
-                return self.loop.run(resume_from_checkpoint)
+                output = self.loop.run(resume_from_checkpoint)
             finally:
                 self.is_in_train = False
                 if neftune is not None:  # the noise is for training only, as in HF
@@ -206,6 +207,8 @@ class Trainer:
                 # anew): it holds the process group, and while anything does, destroying the
                 # group at exit cannot join gloo's threads (distributed.leave_process_group).
                 self.model_wrapped = self.model
+        self.callback_handler.timings.finish(self.state, self.args, self.is_world_process_zero())
+        return output
 
     def training_step(self, model: torch.nn.Module, inputs: Any,
                       num_items_in_batch: torch.Tensor | None = None) -> torch.Tensor:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from hooktrain import distributed
 from hooktrain.checkpoint import format as ckpt
 from hooktrain.errors import CheckpointError, ConfigError
-from hooktrain.plugin_host import plugin_state
+from hooktrain.plugin_host import plugin_state, timings
 from hooktrain.progress import TrainingProgress
 from hooktrain.trainer_state import TrainerState
 
@@ -57,6 +57,7 @@ class Checkpointer:
                 state.best_model_checkpoint = str(best)
         state.stateful_callbacks = plugin_state.collect(trainer.plugin_manager.records(),
                                                         trainer.control)
+        state.stateful_callbacks[timings.STATE_KEY] = trainer.callback_handler.timings.to_saved()
         # Collectives first, on every rank: the mean running loss and every rank's RNG state,
         # which rank zero writes.
         loop = progress.to_saved()
@@ -133,6 +134,8 @@ class Checkpointer:
         loop = ckpt.load_json(path / ckpt.LOOP_STATE)
         _check_loop_state(loop, path / ckpt.LOOP_STATE)
         progress.restore(loop, trainer.lr_scheduler.get_last_lr()[0])
+        # the run's time so far, plugin by plugin: a resumed run continues the totals
+        trainer.callback_handler.timings.restore(saved.stateful_callbacks.get(timings.STATE_KEY))
         if args.restore_callback_states_from_checkpoint:
             plugin_state.restore(trainer.plugin_manager.records(), saved.stateful_callbacks,
                                  control)

@@ -2,5 +2,7 @@
 
 from hooktrain.plugin_host.dispatch import HookDispatcher
 from hooktrain.plugin_host.manager import Band, HooktrainPluginManager, PluginFault, PluginRecord
+from hooktrain.plugin_host.timings import TimingRow
 
-__all__ = ["Band", "HookDispatcher", "HooktrainPluginManager", "PluginFault", "PluginRecord"]
+__all__ = ["Band", "HookDispatcher", "HooktrainPluginManager", "PluginFault", "PluginRecord",
+           "TimingRow"]

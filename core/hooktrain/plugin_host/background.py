@@ -19,6 +19,8 @@ call to :class:`BackgroundWorker` with a snapshot of its arguments:
   bounded by ``plugin_timeout``: a worker stuck past it is abandoned (its daemon thread cannot be
   stopped, but nothing waits for it) and the dispatcher reports and switches off its plugin.
 * An error stops the worker; the dispatcher reports it like any plugin error.
+* Each call's time on the worker thread goes into the :class:`~.timings.Timer` it was queued
+  with (the training thread's own waiting is timed by the dispatcher, apart).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import copy
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -60,12 +63,14 @@ class BackgroundWorker:
         self._thread.start()
 
     def submit(self, hook: str, function: Callable[..., Any], args: list[Any],
-               timeout: float | None = None) -> bool:
-        """Queue a call; False when the queue stayed full for ``timeout`` seconds."""
+               timeout: float | None = None, timer: Any = None) -> bool:
+        """Queue a call (timed into ``timer``); False when the queue stayed full for
+        ``timeout`` seconds."""
         if self._failed or self.stuck:
             return True
         try:
-            self._queue.put((hook, function, [snapshot(a) for a in args]), timeout=timeout)
+            self._queue.put((hook, function, [snapshot(a) for a in args], timer),
+                            timeout=timeout)
         except queue.Full:
             self.stuck = True
             return False
@@ -99,9 +104,10 @@ class BackgroundWorker:
             try:
                 if item is _STOP:
                     return
-                hook, function, args = item
+                hook, function, args, timer = item
                 if not self._failed:
                     self.running = hook
+                    start = time.perf_counter_ns()
                     try:
                         function(*args)
                     except BaseException as exc:  # noqa: BLE001 - reported on the main thread
@@ -109,5 +115,7 @@ class BackgroundWorker:
                         self._on_error(hook, exc)
                     finally:
                         self.running = None
+                        if timer is not None:  # written by this thread only
+                            timer.add(time.perf_counter_ns() - start)
             finally:
                 self._queue.task_done()

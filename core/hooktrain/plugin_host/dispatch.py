@@ -19,6 +19,8 @@ of :meth:`HooktrainPluginManager.ordered_impls`:
   (the other ranks would never see it, and the processes would part ways).
 * Non-blocking plugins get their calls queued to a worker thread (:mod:`.background`); their
   errors are handled here, on the training thread, at the next event or :meth:`drain`.
+* Every call is timed into :attr:`timings` (:mod:`.timings`: per plugin and hook, exclusive
+  of the plugin calls nested in it; a non-blocking plugin's waits apart from its worker's time).
 * ``HOOKTRAIN_TRACE_PLUGINS=1`` prints every call to stderr.
 * HF's ``CallbackHandler`` surface (:mod:`.hf_handler`): each event method also takes HF's
   ``(args, state, control, ...)`` and then returns the control, for Trainer subclasses that call
@@ -30,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,12 +42,15 @@ from hooktrain.plugin_host.background import BackgroundWorker
 from hooktrain.plugin_host.hf_handler import CallbackHandlerSurface, accepts_hf_call
 from hooktrain.plugin_host.manager import HooktrainPluginManager, PluginFault, PluginRecord
 from hooktrain.plugin_host.steering import SteeringGuard
+from hooktrain.plugin_host.timings import RunTimings, Timer
 from hooktrain.plugin_host.watchdog import CallWatch, watch
 from hooktrain.trainer_state import TrainerControl
 
 logger = logging.getLogger("hooktrain")
 
-_Impl = tuple[PluginRecord, Callable[..., Any], Callable[[dict[str, Any]], tuple[Any, ...]]]
+_Impl = tuple[PluginRecord, Callable[..., Any], Callable[[dict[str, Any]], tuple[Any, ...]],
+              Timer]
+_now = time.perf_counter_ns
 
 
 class HookDispatcher(CallbackHandlerSurface, SteeringGuard):
@@ -68,6 +74,8 @@ class HookDispatcher(CallbackHandlerSurface, SteeringGuard):
             watch(self._watch)
         self._additions: dict[str, Any] = {}
         self._background_errors: list[tuple[PluginRecord, str, BaseException]] = []
+        #: every plugin call's time, and the loop's phases (filled in by the loop)
+        self.timings = RunTimings()
         manager.add_change_listener(self._tables.clear)
 
     # ---- shared arguments ----------------------------------------------------------------
@@ -190,7 +198,7 @@ class HookDispatcher(CallbackHandlerSurface, SteeringGuard):
     def on_exception(self, exception: BaseException) -> None:
         """Call every plugin; failures are logged and never hide ``exception``."""
         self.kwargs["exception"] = exception
-        for record, function, arguments in self._table("on_exception"):
+        for record, function, arguments, _ in self._table("on_exception"):
             try:
                 function(*arguments(self.kwargs))
             except Exception:  # noqa: BLE001 - teardown must reach every plugin
@@ -214,7 +222,12 @@ class HookDispatcher(CallbackHandlerSurface, SteeringGuard):
         for record, worker in workers.values():
             if worker.stuck:  # abandoned (and reported) while its queue stayed full
                 continue
-            if not worker.drain(self.plugin_timeout or None):
+            start = _now()
+            finished = worker.drain(self.plugin_timeout or None)
+            elapsed = _now() - start
+            self.timings.timer(record.label, "drain", "waited").add(elapsed)
+            self.timings.nested_ns += elapsed
+            if not finished:
                 self._abandon(record, worker, "did not finish its queued calls")
             worker.close()
         self._handle_background_errors(raising)
@@ -246,21 +259,34 @@ class HookDispatcher(CallbackHandlerSurface, SteeringGuard):
         kwargs = self.kwargs
         copied = COPIED_ARGS.get(hook)
         original = kwargs[copied] if copied else None
-        watched = self._watch
+        watched, timings = self._watch, self.timings
         outer = watched.record  # a hook may fire events itself (evaluate() in on_step_end)
-        for record, function, arguments in impls:
+        for record, function, arguments, timer in impls:
             if record.disabled_reason is not None:
                 continue  # switched off earlier in this same event
             if copied:
                 kwargs[copied] = dict(original)
             watched.record, watched.hook = record, hook
             watched.calls += 1
+            # Exclusive time: the calls nested in this one (events it fires) count as theirs.
+            outer_nested, timings.nested_ns = timings.nested_ns, 0
+            start = _now()
             try:
                 result = function(*arguments(kwargs))
             except Exception as exc:  # noqa: BLE001 - isolation: reported, the run goes on
+                elapsed = _now() - start
+                timer.add(elapsed - timings.nested_ns)
+                timings.nested_ns = outer_nested + elapsed
                 watched.record = outer
                 self._handle_fault(record, hook, exc)
                 continue
+            elapsed = _now() - start
+            own = elapsed - timings.nested_ns
+            timings.nested_ns = outer_nested + elapsed
+            timer.calls += 1
+            timer.total_ns += own
+            if own > timer.max_ns:
+                timer.max_ns = own
             watched.record = outer
             if result is not None:
                 if isinstance(result, TrainerControl):
@@ -310,6 +336,7 @@ class HookDispatcher(CallbackHandlerSurface, SteeringGuard):
                 raise exc
 
     def _queued(self, record: PluginRecord, hook: str, function: Callable[..., Any]) -> Any:
+        timer = self.timings.timer(record.label, hook, "worker")
         entry = self._workers.get(record.name)
         if entry is None:
             entry = self._workers[record.name] = (record, BackgroundWorker(
@@ -319,7 +346,7 @@ class HookDispatcher(CallbackHandlerSurface, SteeringGuard):
         worker = entry[1]
 
         def submit(*args: Any) -> None:
-            if not worker.submit(hook, function, list(args), self.plugin_timeout or None):
+            if not worker.submit(hook, function, list(args), self.plugin_timeout or None, timer):
                 self._abandon(record, worker, "kept its queue full")
 
         return submit
@@ -336,7 +363,9 @@ class HookDispatcher(CallbackHandlerSurface, SteeringGuard):
                 function = _traced(function, hook, record.label)
             if record.nonblocking:
                 function = self._queued(record, hook, function)
-            rows.append((record, function, argument_getter(tuple(impl.argnames))))
+            kind = "waited" if record.nonblocking else "plugin"
+            rows.append((record, function, argument_getter(tuple(impl.argnames)),
+                         self.timings.timer(record.label, hook, kind)))
         table = self._tables[hook] = tuple(rows)
         return table
 

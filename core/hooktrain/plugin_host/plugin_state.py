@@ -18,6 +18,7 @@ from typing import Any
 
 from hooktrain.errors import CheckpointError
 from hooktrain.plugin_host.manager import PluginRecord
+from hooktrain.plugin_host.timings import STATE_KEY as TIMINGS_KEY
 from hooktrain.trainer_callback import foreign_base
 from hooktrain.trainer_state import ExportableState, TrainerControl
 
@@ -88,7 +89,8 @@ def restore(records: list[PluginRecord], stored: dict[str, Any], control: Traine
     # HF 5.x matches by class: a stored state whose key no plugin has now (a default
     # EarlyStoppingCallback() resuming a run saved with patience 3) goes to the next unmatched
     # plugin of the same class, in order.
-    spare = [key for key in stored if key != CONTROL_KEY and key not in matches.values()]
+    spare = [key for key in stored
+             if key not in (CONTROL_KEY, TIMINGS_KEY) and key not in matches.values()]
     for key, plugin in plugins.items():
         if key in matches:
             continue
