@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from hooktrain import distributed, optim, schedules
+from hooktrain import distributed, fsdp, optim, schedules
 from hooktrain import metrics as metrics_module
 from hooktrain.args import TrainingArguments
 from hooktrain.callbacks import DefaultFlowCallback, PrinterCallback, ProgressCallback
@@ -353,7 +353,11 @@ class Trainer:
         called into every checkpoint (``_internal_call=True``, on the main process), as in HF."""
         from hooktrain.integration import save_model
 
-        if self.args.should_save:
+        if fsdp.is_sharded(self.model):  # every rank gathers; rank zero writes the full weights
+            weights = fsdp.full_state_dict(self.model)
+            if self.args.should_save:
+                save_model(self.model, output_dir or self.args.output_dir, weights=weights)
+        elif self.args.should_save:
             save_model(self.model, output_dir or self.args.output_dir)
         if not _internal_call:  # a checkpoint's call runs on the main process only
             distributed.barrier()
