@@ -7,7 +7,7 @@ fail_step, stop_step (a callback stops training there), eval (1: evaluate every 
 iterable (1: the data sets as streams without a length, read in order), fsdp (HF's fsdp
 string, e.g. full_shard; the weights then come from trainer.save_model's full safetensors),
 wrap (fsdp_config's transformer_layer_cls_to_wrap), eval_size (evaluation samples, 11),
-accum (gradient_accumulation_steps, 1).
+accum (gradient_accumulation_steps, 1), best (1: load_best_model_at_end on eval loss).
 Rank zero writes OUT/result.json (weights and logs); every rank writes OUT/events-<rank>.json
 with the events its plugins saw, and OUT/exit-threads-<rank>.json with the native threads still
 running after every other ``atexit`` handler (hooktrain's teardown of the process group among
@@ -117,6 +117,9 @@ def main() -> None:
     extra = {}
     if options.get("eval") == "1":
         extra = {"eval_strategy": "steps", "eval_steps": 2}
+    if options.get("best") == "1":  # keep the checkpoint with the lowest eval loss, load it
+        extra.update(load_best_model_at_end=True, metric_for_best_model="loss",
+                     save_total_limit=1)
     args = tiny_args(
         out / "run", per_device_train_batch_size=int(options.get("batch", 4)), max_steps=steps,
         logging_steps=2, save_strategy="steps" if "save" in options else "no",

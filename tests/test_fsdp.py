@@ -128,6 +128,22 @@ def test_a_two_rank_checkpoint_resumes_on_four_processes(runs, tmp_path) -> None
     assert_same_run(runs["one"], tmp_path)
 
 
+def test_the_best_sharded_checkpoint_is_loaded_at_the_end(tmp_path) -> None:
+    torchrun(tmp_path, "batch=2", "eval=1", "save=2", "best=1", "steps=12", "eval_size=3",
+             *SHARD)
+    history = result(tmp_path)["log_history"]
+    evaluations = {e["step"]: e["eval_loss"] for e in history if "eval_loss" in e}
+    best_step = min(evaluations, key=evaluations.get)
+    assert best_step < max(evaluations), evaluations  # else the last weights are the best
+    best = tmp_path / "run" / f"checkpoint-{best_step}"
+    assert (best / SHARDED).is_dir()
+    model = TinyRegressor(dropout=0.0)
+    load_sharded(model, None, best / SHARDED)
+    final = weights(tmp_path)  # trainer.save_model() after train(): the best weights
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), final[name].astype(np.float32))
+
+
 def test_a_failing_rank_stops_every_rank_with_on_exception(tmp_path) -> None:
     failed = torchrun(tmp_path, "batch=2", "fail_rank=1", "fail_step=3", *SHARD, check=False)
     assert failed.returncode != 0
