@@ -7,7 +7,8 @@ fail_step, stop_step (a callback stops training there), eval (1: evaluate every 
 iterable (1: the data sets as streams without a length, read in order), fsdp (HF's fsdp
 string, e.g. full_shard; the weights then come from trainer.save_model's full safetensors),
 wrap (fsdp_config's transformer_layer_cls_to_wrap), eval_size (evaluation samples, 11),
-accum (gradient_accumulation_steps, 1), best (1: load_best_model_at_end on eval loss).
+accum (gradient_accumulation_steps, 1), best (1: load_best_model_at_end on eval loss),
+ac (1: fsdp_config activation_checkpointing).
 Rank zero writes OUT/result.json (weights and logs); every rank writes OUT/events-<rank>.json
 with the events its plugins saw, and OUT/exit-threads-<rank>.json with the native threads still
 running after every other ``atexit`` handler (hooktrain's teardown of the process group among
@@ -138,7 +139,8 @@ def main() -> None:
     if "fsdp" in options:
         args.fsdp = options["fsdp"]
         if "wrap" in options:
-            args.fsdp_config = {"transformer_layer_cls_to_wrap": options["wrap"].split(",")}
+            args.fsdp_config = {"transformer_layer_cls_to_wrap": options["wrap"].split(","),
+                                "activation_checkpointing": options.get("ac") == "1"}
     trainer = Trainer(TinyRegressor(dropout=0.0), args, train_dataset=train_set,
                       eval_dataset=eval_set, callbacks=[recorder])
     trainer.plugin_manager.register_plugin(LoggingPlugin(out), band=Band.ENTRY_POINT,

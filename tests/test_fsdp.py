@@ -56,8 +56,9 @@ def test_fsdp_trains_what_ddp_and_one_process_train(runs) -> None:
 
 
 def test_gradient_accumulation_under_fsdp_trains_the_same_global_batch(runs, tmp_path) -> None:
-    """Batch 1 x 2 micro-batches x 2 processes = the global batch of 4 of the other runs."""
-    torchrun(tmp_path, "batch=1", "accum=2", "eval=1", *SHARD)
+    """Batch 1 x 2 micro-batches x 2 processes = the global batch of 4 of the other runs, with
+    the units' activations recomputed in backward (the same numbers, less memory)."""
+    torchrun(tmp_path, "batch=1", "accum=2", "eval=1", "ac=1", *SHARD)
     assert_same_run(runs["one"], tmp_path)
 
 
