@@ -4,7 +4,11 @@
 
 Options (key=value): batch (per device), steps, save (save_steps), resume (1), fail_rank,
 fail_step, stop_step (a callback stops training there), eval (1: evaluate every 2 steps),
-iterable (1: the data sets as streams without a length, read in order).
+iterable (1: the data sets as streams without a length, read in order), fsdp (HF's fsdp
+string, e.g. full_shard; the weights then come from trainer.save_model's full safetensors),
+wrap (fsdp_config's transformer_layer_cls_to_wrap), eval_size (evaluation samples, 11),
+accum (gradient_accumulation_steps, 1), best (1: load_best_model_at_end on eval loss),
+ac (1: fsdp_config activation_checkpointing).
 Rank zero writes OUT/result.json (weights and logs); every rank writes OUT/events-<rank>.json
 with the events its plugins saw, and OUT/exit-threads-<rank>.json with the native threads still
 running after every other ``atexit`` handler (hooktrain's teardown of the process group among
@@ -20,6 +24,7 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from hooktrain import Trainer, TrainerCallback, hookimpl
 from hooktrain.plugin_host import Band
@@ -97,6 +102,11 @@ def record_exit_threads(out: Path) -> None:
     (out / f"exit-threads-{rank}.json").write_text(json.dumps(native_threads()))
 
 
+def local_numel(tensor: torch.Tensor) -> int:
+    """Elements this process holds: its shard of a DTensor (FSDP), else the whole tensor."""
+    return (tensor.to_local() if hasattr(tensor, "to_local") else tensor).numel()
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
@@ -108,27 +118,46 @@ def main() -> None:
     extra = {}
     if options.get("eval") == "1":
         extra = {"eval_strategy": "steps", "eval_steps": 2}
+    if options.get("best") == "1":  # keep the checkpoint with the lowest eval loss, load it
+        extra.update(load_best_model_at_end=True, metric_for_best_model="loss",
+                     save_total_limit=1)
     args = tiny_args(
         out / "run", per_device_train_batch_size=int(options.get("batch", 4)), max_steps=steps,
         logging_steps=2, save_strategy="steps" if "save" in options else "no",
         save_steps=int(options.get("save", 500)), learning_rate=0.05, ddp_timeout=60,
-        per_device_eval_batch_size=3, **extra,
+        per_device_eval_batch_size=3, gradient_accumulation_steps=int(options.get("accum", 1)),
+        **extra,
     )
     recorder = RankRecorder(out, int(options.get("fail_rank", -1)),
                             int(options.get("fail_step", -1)), int(options.get("stop_step", -1)))
     torch.manual_seed(0)  # the same initial weights in one process and in N
-    train_set, eval_set = RegressionDataset(32), RegressionDataset(11, seed=1)
+    train_set = RegressionDataset(32)
+    eval_set = RegressionDataset(int(options.get("eval_size", 11)), seed=1)
     if options.get("iterable") == "1":
         train_set, eval_set = Stream(train_set), Stream(eval_set)
         args.train_sampling_strategy = "sequential"
+    if "fsdp" in options:
+        args.fsdp = options["fsdp"]
+        if "wrap" in options:
+            args.fsdp_config = {"transformer_layer_cls_to_wrap": options["wrap"].split(","),
+                                "activation_checkpointing": options.get("ac") == "1"}
     trainer = Trainer(TinyRegressor(dropout=0.0), args, train_dataset=train_set,
                       eval_dataset=eval_set, callbacks=[recorder])
     trainer.plugin_manager.register_plugin(LoggingPlugin(out), band=Band.ENTRY_POINT,
                                            name="logger", isolated=True, all_ranks=False)
     trainer.train(resume_from_checkpoint=True if options.get("resume") == "1" else None)
+    weights = trainer.model.state_dict()
+    if "fsdp" in options:  # sharded: the full weights as a user gets them, from save_model
+        trainer.save_model(str(out / "final"))
+        weights = load_file(out / "final" / "model.safetensors") if \
+            trainer.args.process_index == 0 else {}
+    local = {"params": sum(local_numel(p) for p in trainer.model.parameters()),
+             "optimizer": sum(local_numel(t) for state in trainer.optimizer.state.values()
+                              for t in state.values() if torch.is_tensor(t) and t.ndim > 0)}
+    (out / f"local-{trainer.args.process_index}.json").write_text(json.dumps(local))
     if trainer.args.process_index == 0:
         result = {
-            "weights": {k: v.tolist() for k, v in trainer.model.state_dict().items()},
+            "weights": {k: v.tolist() for k, v in weights.items()},
             "log_history": trainer.state.log_history,
             "world_size": int(os.environ.get("WORLD_SIZE", "1")),
         }

@@ -57,7 +57,7 @@ def test_every_hf_field_has_a_status_and_the_docs_table_is_current() -> None:
 
 def test_defaults_of_unsupported_fields_are_accepted_and_other_values_name_the_field() -> None:
     TrainingArguments("out", push_to_hub=False, deepspeed=None, include_for_metrics=[])
-    for name, value in (("deepspeed", "ds.json"), ("fsdp", "full_shard"),
+    for name, value in (("deepspeed", "ds.json"),
                         ("use_liger_kernel", True), ("save_only_model", True),
                         ("include_for_metrics", ["inputs"])):
         assert FIELD_STATUS[name][0] == UNSUPPORTED

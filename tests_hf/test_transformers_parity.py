@@ -195,3 +195,33 @@ def test_a_causal_lm_under_gradient_accumulation_trains_as_in_transformers(tmp_p
     assert_same_weights(ours.model, trained["transformers", 2].model)
     # the normalisation HF fixed in 4.46: two micro-batches of 2 train as one batch of 4
     assert_same_weights(ours.model, trained["hooktrain", 1].model)
+
+
+def test_the_saved_model_loads_with_from_pretrained(tmp_path):
+    """``trainer.save_model()`` writes what ``from_pretrained`` reads: the config as transformers
+    writes it (``None`` and lists stay JSON) and the weights, tied embeddings included."""
+    model = tiny_llama()
+    trainer = hooktrain.Trainer(model, hooktrain.TrainingArguments(
+        output_dir=str(tmp_path), max_steps=1, report_to="none", disable_tqdm=True),
+        train_dataset=Sequences())
+    trainer.train()
+    trainer.save_model(str(tmp_path / "final"))
+    loaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "final")
+    loading = {"_name_or_path", "dtype", "transformers_version"}  # set by from_pretrained
+
+    def architecture(config):
+        return {k: v for k, v in config.to_dict().items() if k not in loading}
+
+    assert architecture(loaded.config) == architecture(model.config)
+    assert_same_weights(loaded, model)
+
+
+def test_auto_wrap_shards_the_models_no_split_modules(tmp_path):
+    """``fsdp="full_shard auto_wrap"``: the units are transformers' decoder layers."""
+    from hooktrain.fsdp import plan_from, units
+
+    plan = plan_from(hooktrain.TrainingArguments(output_dir=str(tmp_path),
+                                                 fsdp="full_shard auto_wrap"))
+    model = tiny_llama()
+    assert set(model._no_split_modules) == {"LlamaDecoderLayer"}
+    assert [type(m).__name__ for m in units(model, plan)] == ["LlamaDecoderLayer"]

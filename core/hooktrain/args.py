@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from hooktrain import fsdp
 from hooktrain.errors import ConfigError
 from hooktrain.hf_args import OPTIMIZER_PACKAGES, TORCH_OPTIMIZERS, HFArguments, check_hf_arguments
 from hooktrain.preflight import check_argument_values
@@ -161,6 +162,7 @@ class TrainingArguments(HFArguments):
         self.output_dir = os.fspath(self.output_dir) if self.output_dir is not None else (
             "trainer_output")
         check_hf_arguments(self)
+        fsdp.plan_from(self)  # a bad fsdp or fsdp_config value fails here, not under torchrun
         _check_choice("logging_strategy", self.logging_strategy, INTERVAL_STRATEGIES)
         _check_choice("eval_strategy", self.eval_strategy, INTERVAL_STRATEGIES)
         _check_choice("save_strategy", self.save_strategy, SAVE_STRATEGIES)

@@ -111,6 +111,17 @@ def sum_over_processes(value: torch.Tensor) -> torch.Tensor:
     return reduced
 
 
+def any_over_processes(flag: bool) -> bool:
+    """True when ``flag`` is true on any process (a collective every process must call)."""
+    if world_size() <= 1:
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) \
+        if dist.get_backend() == "nccl" else torch.device("cpu")
+    value = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def gather_objects(value: Any) -> list[Any]:
     """Every process's ``value``, in rank order (``[value]`` in one process)."""
     if world_size() <= 1:

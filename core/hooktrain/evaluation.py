@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hooktrain import distributed
+from hooktrain import distributed, fsdp
 from hooktrain.data import batch_size_of, split_labels, to_device
 from hooktrain.errors import ConfigError
 from hooktrain.item_count import batch_item_count, takes_item_count
@@ -106,8 +106,12 @@ class Evaluator:
         if prediction_loss_only is None:
             prediction_loss_only = trainer.args.prediction_loss_only
         want_predictions = not prediction_loss_only
+        batches = dataloader
+        if fsdp.is_sharded(model):
+            batches = _in_lockstep(dataloader, lambda spare: prediction_step(
+                model, spare, True, ignore_keys))
         try:
-            for batch in dataloader:
+            for batch in batches:
                 size = batch_size_of(batch)
                 num_samples += size
                 loss, logits, labels = prediction_step(model, batch, not want_predictions,
@@ -170,6 +174,28 @@ class Evaluator:
         if prediction_loss_only:
             return loss, None, None
         return loss, _logits_of(outputs, loss is not None, ignore_keys or []), labels
+
+
+def _in_lockstep(batches: Any, forward_spare: Any) -> Any:
+    """Under FSDP each forward is a collective (every unit gathers its parameters from every
+    rank), so all ranks must make as many forwards. A rank whose share of the data ran out
+    while another's has a batch left (the last global batch is short) repeats its previous
+    batch and drops the result: each sample is still counted exactly once."""
+    iterator, previous = iter(batches), None
+    while True:
+        batch = next(iterator, None)
+        if not distributed.any_over_processes(batch is not None):
+            return
+        if batch is None:
+            if previous is None:
+                raise ConfigError(
+                    "This process got no evaluation batch while another did: under FSDP every "
+                    "process must run the model. Use an evaluation set of at least "
+                    "per_device_eval_batch_size x the number of processes samples.")
+            forward_spare(previous)
+            continue
+        previous = batch
+        yield batch
 
 
 def _gather_evaluation(

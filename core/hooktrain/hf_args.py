@@ -93,7 +93,7 @@ class HFArguments:
     # error when set to anything but the default
     push_to_hub: bool = False
     deepspeed: dict[str, Any] | str | None = None
-    fsdp: str | None = None
+    fsdp: str | list[str] | None = None
     fsdp_config: dict[str, Any] | str | None = None
     use_liger_kernel: bool = False
     include_for_metrics: list[str] = field(default_factory=list)
@@ -178,8 +178,10 @@ FIELD_STATUS: dict[str, tuple[str, str]] = {
     "hub_revision": (NO_EFFECT, "hooktrain does not push to the Hub."),
     "push_to_hub": (UNSUPPORTED, "hooktrain does not push; upload output_dir after training."),
     "deepspeed": (UNSUPPORTED, "DeepSpeed is not supported; use torchrun (DDP)."),
-    "fsdp": (UNSUPPORTED, "FSDP is not supported yet; use torchrun (DDP)."),
-    "fsdp_config": (UNSUPPORTED, "FSDP is not supported yet."),
+    "fsdp": (IMPLEMENTED, "FSDP2 (fully_shard) under torchrun: full_shard, shard_grad_op, "
+             "offload, auto_wrap; sharded checkpoints (docs/distributed.md)."),
+    "fsdp_config": (IMPLEMENTED, "units to shard, reshard_after_forward, offload, mixed "
+                    "precision, activation checkpointing; a dict or a JSON file."),
     "use_liger_kernel": (UNSUPPORTED, "Liger kernels are not supported."),
     "neftune_noise_alpha": (IMPLEMENTED, "NEFTune noise on the input embeddings while "
                             "training, as HF; an error for a model without "

@@ -13,6 +13,9 @@ import numbers
 from pathlib import Path
 from typing import Any
 
+from hooktrain.errors import PluginError
+from hooktrain.fsdp import is_sharded
+
 logger = logging.getLogger("hooktrain")
 
 #: Final-log values that backends with a run summary store there (HF's list).
@@ -86,23 +89,46 @@ def default_run_dir(args: Any) -> Path:
     return Path(args.output_dir) / "runs" / name
 
 
-def save_model(model: Any, directory: str | Path) -> Path:
+def save_model(model: Any, directory: str | Path, weights: dict[str, Any] | None = None) -> Path:
     """Write ``model`` for upload: ``model.safetensors`` plus ``config.json`` when it has one.
 
     This is the "save the model to a directory" service integrations use for a final-model
     artifact, instead of building a second Trainer as HF's W&B and DVCLive callbacks do.
     Returns the directory. A model that writes itself (``save_to(directory)``: the weights on
-    disk that ``hooktrain replay`` passes) does so, without torch.
+    disk that ``hooktrain replay`` passes) does so, without torch. ``weights``: the full state
+    dict to write instead of the model's own (FSDP gathers it on every rank first).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if callable(getattr(model, "save_to", None)) and not hasattr(model, "parameters"):
         model.save_to(directory)
         return directory
-    from safetensors.torch import save_model as save_safetensors
+    if weights is not None:
+        from safetensors.torch import save_file
 
-    save_safetensors(model, str(directory / "model.safetensors"))
-    config = model_config(model)
-    if config:
-        (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        save_file({k: v.contiguous() for k, v in weights.items()},
+                  str(directory / "model.safetensors"), metadata={"format": "pt"})
+    elif is_sharded(model):
+        raise PluginError(
+            f"{type(model).__name__} is sharded across processes (FSDP), so one process cannot "
+            "write it: the final weights are written by trainer.save_model(), which every "
+            "process calls; log that directory instead.")
+    else:
+        from safetensors.torch import save_model as save_safetensors
+
+        save_safetensors(model, str(directory / "model.safetensors"))
+    write_config(model, directory / "config.json")
     return directory
+
+
+def write_config(model: Any, path: Path) -> None:
+    """The model's config as ``from_pretrained`` reads it back: a transformers config writes
+    itself (``to_json_file``, as ``save_pretrained`` does; ``None`` and lists stay JSON); any
+    other config is written from :func:`model_config`'s plain values."""
+    config = getattr(model, "config", None)
+    if callable(getattr(config, "to_json_file", None)):
+        config.to_json_file(str(path))
+        return
+    plain = model_config(model)
+    if plain:
+        path.write_text(json.dumps(plain, indent=2) + "\n")

@@ -297,7 +297,7 @@ class TrainingLoop:
                 "loss": tr_loss_scalar / (state.global_step - progress.globalstep_last_logged)
             }
             if progress.last_grad_norm is not None:  # None: resumed from an older checkpoint
-                logs["grad_norm"] = float(progress.last_grad_norm)
+                logs["grad_norm"] = progress.grad_norm_value()
             logs["learning_rate"] = progress.last_learning_rate
             progress.total_loss_scalar += tr_loss_scalar
             progress.globalstep_last_logged = state.global_step

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hooktrain import distributed
+from hooktrain import distributed, fsdp
 from hooktrain.errors import ConfigError
 
 logger = logging.getLogger("hooktrain")
@@ -67,11 +67,19 @@ def autocast_factory(args: Any, device: torch.device) -> Callable[[], Any]:
 
 def wrap_model_for_training(model: torch.nn.Module, device: torch.device,
                             args: Any) -> torch.nn.Module:
-    """Activation checkpointing, DDP under torchrun, then ``torch.compile`` (as accelerate
-    orders them); the result is ``model_wrapped``, the module the loop calls."""
+    """Activation checkpointing, DDP or FSDP under torchrun, then ``torch.compile`` (as
+    accelerate orders them); the result is ``model_wrapped``, the module the loop calls. FSDP
+    shards ``model`` in place, so there ``model_wrapped`` is ``model``."""
     if args.activation_checkpointing or args.gradient_checkpointing:
         enable_activation_checkpointing(model, args)
-    wrapped = distributed.wrap(model, device, args)
+    plan = fsdp.plan_from(args)
+    if plan is not None and distributed.world_size() > 1:
+        wrapped = fsdp.shard(model, plan, device)
+    else:
+        if plan is not None:
+            logger.warning("fsdp is set but this is one process: the model trains unsharded. "
+                           "Launch with torchrun --nproc-per-node N (N > 1) to shard it.")
+        wrapped = distributed.wrap(model, device, args)
     if args.torch_compile:
         options = {k: v for k, v in (("backend", args.torch_compile_backend),
                                      ("mode", args.torch_compile_mode)) if v is not None}

@@ -53,6 +53,14 @@ class TrainingProgress:
         self.loss_filter.reset()
         return value
 
+    def grad_norm_value(self) -> float:
+        """The last step's gradient norm as a number (a host sync: logging steps only). Under
+        FSDP the norm is a replicated DTensor; its full tensor is this rank's own value."""
+        norm = self.last_grad_norm
+        if hasattr(norm, "full_tensor"):
+            norm = norm.full_tensor()
+        return float(norm)
+
     def to_saved(self) -> dict[str, Any]:
         """The checkpoint's ``hooktrain_state.json`` (a collective: every rank calls it)."""
         return {
@@ -61,7 +69,7 @@ class TrainingProgress:
             "total_loss_scalar": self.total_loss_scalar,
             "globalstep_last_logged": self.globalstep_last_logged,
             # what the next training log reports if it comes before another step
-            "last_grad_norm": None if self.last_grad_norm is None else float(self.last_grad_norm),
+            "last_grad_norm": None if self.last_grad_norm is None else self.grad_norm_value(),
             "last_learning_rate": float(self.last_learning_rate),  # a tensor lr is valid
         }
 

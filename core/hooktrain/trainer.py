@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from hooktrain import distributed, optim, schedules
+from hooktrain import distributed, fsdp, optim, schedules
 from hooktrain import metrics as metrics_module
 from hooktrain.args import TrainingArguments
 from hooktrain.callbacks import DefaultFlowCallback, PrinterCallback, ProgressCallback
@@ -170,8 +170,7 @@ class Trainer:
 
     @property
     def plugin_timings(self) -> list[TimingRow]:
-        """Where ``train()``'s time went: the loop's phases, each plugin in each hook
-        (``TimingRow``: name, hook, kind, calls, total_s, mean_s, max_s, share)."""
+        """Where ``train()``'s time went: the loop's phases, each plugin in each hook."""
         return self.callback_handler.timings.table()
 
     def add_callback(self, callback: Any) -> None:
@@ -349,12 +348,13 @@ class Trainer:
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Write the model (``model.safetensors``, ``config.json`` when it has a config) to
-        ``output_dir`` (default ``args.output_dir``), on the main process. An override is also
-        called into every checkpoint (``_internal_call=True``, on the main process), as in HF."""
+        ``output_dir`` (default ``args.output_dir``), on the main process; under FSDP every
+        process gathers the weights first. An override is also called into every checkpoint
+        (``_internal_call=True``, on the main process), as in HF."""
         from hooktrain.integration import save_model
-
+        weights = fsdp.full_state_dict(self.model) if fsdp.is_sharded(self.model) else None
         if self.args.should_save:
-            save_model(self.model, output_dir or self.args.output_dir)
+            save_model(self.model, output_dir or self.args.output_dir, weights=weights)
         if not _internal_call:  # a checkpoint's call runs on the main process only
             distributed.barrier()
 

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hooktrain import distributed
+from hooktrain import distributed, fsdp
 from hooktrain.checkpoint import format as ckpt
 from hooktrain.errors import CheckpointError, ConfigError
 from hooktrain.plugin_host import plugin_state, timings
@@ -63,10 +63,17 @@ class Checkpointer:
         loop = progress.to_saved()
         rng_states = distributed.gather_objects(ckpt.collect_rng_state())
         path = output_dir / f"{ckpt.PREFIX}-{step}"
-        if args.should_save:
-            writers = {
+        staging, model_files = None, {}
+        if fsdp.is_sharded(trainer.model):
+            staging = self._write_shards()
+        else:
+            model_files = {
                 ckpt.WEIGHTS: ckpt.save_weights(trainer.model),
                 ckpt.OPTIMIZER: ckpt.save_torch(trainer.optimizer.state_dict()),
+            }
+        if args.should_save:
+            writers = {
+                **model_files,
                 ckpt.SCHEDULER: ckpt.save_torch(trainer.lr_scheduler.state_dict()),
                 **{ckpt.rng_file(rank): ckpt.save_torch(rng)
                    for rank, rng in enumerate(rng_states)},
@@ -74,13 +81,27 @@ class Checkpointer:
                 ckpt.ARGS: ckpt.save_json(args.to_dict()),
                 ckpt.LOOP_STATE: ckpt.save_json(loop),
             }
-            path = ckpt.write_checkpoint(output_dir, step, writers, before=self._save_model_hook())
+            path = ckpt.write_checkpoint(output_dir, step, writers, before=self._save_model_hook(),
+                                         staging=staging)
             keep = [path] + [p for p in (self.resumed_from,) if p is not None]
             if state.best_model_checkpoint:
                 keep.append(Path(state.best_model_checkpoint))
             ckpt.rotate_checkpoints(output_dir, args.save_total_limit, keep)
         distributed.barrier()  # on_save fires on every rank once the checkpoint is complete
         return path
+
+    def _write_shards(self) -> Path:
+        """FSDP: rank zero makes the staging directory and every rank writes its shard of the
+        model and optimizer into it (no rank holds the whole model); the checkpoint is then
+        completed by rank zero as any other, so the manifest lists every rank's file."""
+        trainer = self.trainer
+        staging = None
+        if trainer.args.should_save:
+            staging = ckpt.new_staging(trainer.args.output_dir, trainer.state.global_step)
+        staging = Path(distributed.gather_objects(str(staging) if staging else None)[0])
+        fsdp.save_sharded(trainer.model, trainer.optimizer, staging / fsdp.SHARDED)
+        distributed.barrier()  # every shard is on disk before rank zero seals the checkpoint
+        return staging
 
     def _save_model_hook(self) -> Any:
         """A ``save_model`` override, called into the checkpoint as HF's ``_save_checkpoint``
@@ -117,8 +138,17 @@ class Checkpointer:
         """Restore weights, optimizer, scheduler, progress, loss sums, RNG and plugin states."""
         trainer = self.trainer
         args, state, control = trainer.args, trainer.state, trainer.control
-        ckpt.load_weights(trainer.model, path)
-        trainer.optimizer.load_state_dict(ckpt.load_torch(path / ckpt.OPTIMIZER, trainer.device))
+        if (path / fsdp.SHARDED).is_dir():  # resharded to this run's processes
+            fsdp.load_sharded(trainer.model, trainer.optimizer, path / fsdp.SHARDED)
+        else:
+            if fsdp.is_sharded(trainer.model):
+                raise CheckpointError(
+                    f"{path} was written without FSDP (model.safetensors), and this run shards "
+                    "the model: resume it without fsdp, or load its weights into the model "
+                    "before train() and start a new run.")
+            ckpt.load_weights(trainer.model, path)
+            trainer.optimizer.load_state_dict(ckpt.load_torch(path / ckpt.OPTIMIZER,
+                                                              trainer.device))
         trainer.lr_scheduler.load_state_dict(ckpt.load_torch(path / ckpt.SCHEDULER))
         try:
             saved = TrainerState.load_from_json(path / ckpt.TRAINER_STATE)
@@ -188,7 +218,10 @@ class Checkpointer:
                            path)
             return
         logger.info("Loading best model from %s (score: %s).", path, trainer.state.best_metric)
-        ckpt.load_weights(trainer.model, path)
+        if (path / fsdp.SHARDED).is_dir():
+            fsdp.load_sharded(trainer.model, None, path / fsdp.SHARDED)
+        else:
+            ckpt.load_weights(trainer.model, path)
 
 
 def _fail(path: Path, field: str, problem: str) -> None:

@@ -10,6 +10,8 @@ Layout of ``output_dir/checkpoint-<global_step>/`` (HF's names where HF has the 
     trainer_state.json      TrainerState, HF's format, plugin states in stateful_callbacks
     training_args.json      the TrainingArguments as JSON (HF pickles them; hooktrain never does)
     hooktrain_state.json    the loop's running loss sums, so resumed logs match exactly
+    sharded/                under FSDP, in place of model.safetensors and optimizer.pt: a
+                            Distributed Checkpoint, one file per rank plus .metadata
     manifest.json           written last: every other file with its size and sha256
 
 A checkpoint is written into a hidden temporary directory, every file and the directory are
@@ -57,22 +59,32 @@ def rng_file(rank: int) -> str:
 # ---- writing -------------------------------------------------------------------------------
 
 
-def write_checkpoint(
-    output_dir: str | Path, global_step: int, writers: dict[str, Callable[[Path], None]],
-    before: Callable[[Path], None] | None = None,
-) -> Path:
-    """Write ``checkpoint-<global_step>`` atomically; ``writers`` maps file name -> writer.
-
-    ``before(directory)`` may write files of its own first (a ``save_model`` override); the
-    writers' files replace any of the same name, and every file is in the manifest.
-    """
+def new_staging(output_dir: str | Path, global_step: int) -> Path:
+    """A fresh hidden directory to write ``checkpoint-<global_step>`` into (this process's)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    final = output_dir / f"{PREFIX}-{global_step}"
     staging = output_dir / f".tmp-{PREFIX}-{global_step}-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
+    return staging
+
+
+def write_checkpoint(
+    output_dir: str | Path, global_step: int, writers: dict[str, Callable[[Path], None]],
+    before: Callable[[Path], None] | None = None, staging: Path | None = None,
+) -> Path:
+    """Write ``checkpoint-<global_step>`` atomically; ``writers`` maps file name -> writer.
+
+    ``before(directory)`` may write files of its own first (a ``save_model`` override); the
+    writers' files replace any of the same name, and every file is in the manifest. A
+    ``staging`` directory from :func:`new_staging` may already hold files (every rank's shard
+    under FSDP); they are in the manifest too.
+    """
+    output_dir = Path(output_dir)
+    final = output_dir / f"{PREFIX}-{global_step}"
+    if staging is None:
+        staging = new_staging(output_dir, global_step)
     if before is not None:
         before(staging)
     for name, write in writers.items():
