@@ -8,7 +8,8 @@ iterable (1: the data sets as streams without a length, read in order), fsdp (HF
 string, e.g. full_shard; the weights then come from trainer.save_model's full safetensors),
 wrap (fsdp_config's transformer_layer_cls_to_wrap), eval_size (evaluation samples, 11),
 accum (gradient_accumulation_steps, 1), best (1: load_best_model_at_end on eval loss),
-ac (1: fsdp_config activation_checkpointing).
+ac (1: fsdp_config activation_checkpointing), compile (1: torch_compile, eager backend),
+override (1: a Trainer subclass with its own save_model).
 Rank zero writes OUT/result.json (weights and logs); every rank writes OUT/events-<rank>.json
 with the events its plugins saw, and OUT/exit-threads-<rank>.json with the native threads still
 running after every other ``atexit`` handler (hooktrain's teardown of the process group among
@@ -85,6 +86,15 @@ class Stream(torch.utils.data.IterableDataset):
         return (self.dataset[i] for i in range(len(self.dataset)))
 
 
+class SavesModelItself(Trainer):
+    """A subclass with its own ``save_model``, which HF calls into every checkpoint too."""
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            Path(output_dir or self.args.output_dir, "saved-by-override.txt").write_text("yes")
+
+
 def native_threads() -> list[str]:
     """The names of this process's native threads (Linux; empty elsewhere)."""
     names = []
@@ -141,8 +151,11 @@ def main() -> None:
         if "wrap" in options:
             args.fsdp_config = {"transformer_layer_cls_to_wrap": options["wrap"].split(","),
                                 "activation_checkpointing": options.get("ac") == "1"}
-    trainer = Trainer(TinyRegressor(dropout=0.0), args, train_dataset=train_set,
-                      eval_dataset=eval_set, callbacks=[recorder])
+    if options.get("compile") == "1":
+        args.torch_compile, args.torch_compile_backend = True, "eager"
+    trainer_class = SavesModelItself if options.get("override") == "1" else Trainer
+    trainer = trainer_class(TinyRegressor(dropout=0.0), args, train_dataset=train_set,
+                            eval_dataset=eval_set, callbacks=[recorder])
     trainer.plugin_manager.register_plugin(LoggingPlugin(out), band=Band.ENTRY_POINT,
                                            name="logger", isolated=True, all_ranks=False)
     trainer.train(resume_from_checkpoint=True if options.get("resume") == "1" else None)

@@ -62,6 +62,35 @@ def test_gradient_accumulation_under_fsdp_trains_the_same_global_batch(runs, tmp
     assert_same_run(runs["one"], tmp_path)
 
 
+def test_a_save_model_override_and_torch_compile_under_accumulation(runs, tmp_path) -> None:
+    """A subclass's save_model is called into each checkpoint on every process (it gathers the
+    weights, a collective), and a compiled FSDP model skips no gradient sync it cannot skip."""
+    torchrun(tmp_path, "batch=1", "accum=2", "eval=1", "save=4", "override=1", "compile=1",
+             *SHARD)
+    assert_same_run(runs["one"], tmp_path)
+    checkpoint = tmp_path / "run" / "checkpoint-4"
+    assert (checkpoint / SHARDED).is_dir() and (checkpoint / "saved-by-override.txt").exists()
+    assert "saved-by-override.txt" in json.loads((checkpoint / "manifest.json").read_text())[
+        "files"]
+
+
+def test_a_short_last_evaluation_batch_keeps_the_ranks_in_step(tmp_path) -> None:
+    """13 samples, batch 3, 2 processes: the last global batch has one sample, so rank 1 runs a
+    spare forward and drops it; the evaluation still counts each sample once."""
+    single(tmp_path / "one", "batch=4", "eval=1", "eval_size=13", "steps=4")
+    torchrun(tmp_path / "two", "batch=2", "eval=1", "eval_size=13", "steps=4", *SHARD)
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+
+
+def test_too_small_an_evaluation_set_fails_every_rank_before_the_first_step(tmp_path) -> None:
+    failed = torchrun(tmp_path, "batch=2", "eval=1", "eval_size=1", *SHARD, check=False)
+    assert failed.returncode != 0
+    assert failed.stderr.count("eval_dataset has 1 samples for 2 processes") >= 2
+    for rank in (0, 1):
+        events = json.loads((tmp_path / f"events-{rank}.json").read_text())["events"]
+        assert not any(event.startswith("step") for event in events), events
+
+
 def test_each_rank_holds_about_half_of_the_parameters_and_optimizer_state(runs) -> None:
     shards = [json.loads((runs["fsdp"] / f"local-{rank}.json").read_text()) for rank in (0, 1)]
     whole = json.loads((runs["one"] / "local-0.json").read_text())
@@ -175,7 +204,8 @@ def test_every_rank_sees_the_events_and_logging_plugins_run_on_rank_zero(runs) -
     ("full_shard", {"version": 1}, "FSDP2"),
     ("full_shard", {"reshard_after_forward": "sometimes"}, "true or false"),
     ("full_shard", {"mixed_precision": {"param_dtype": "float8"}}, "float8"),
-    ("full_shard", {"state_dict_type": "FULL_STATE_DICT"}, "always sharded"),
+    ("full_shard", {"state_dict_type": "LOCAL_STATE_DICT"}, "not one of SHARDED_STATE_DICT"),
+    ("full_shard", {"xla": True}, "TPUs"),
     ("full_shard", {"min_num_params": -1}, "min_num_params"),
 ])
 def test_a_wrong_value_is_one_clear_error(tmp_path, fsdp, config, message) -> None:
@@ -193,6 +223,38 @@ def test_hf_spellings_are_accepted(tmp_path) -> None:
     assert plan.layer_classes == ("Linear",) and plan.reshard_after_forward is False
     assert plan.offload and plan.param_dtype == "bfloat16" and plan.reduce_dtype == "float32"
     assert [type(m).__name__ for m in units(TinyRegressor(), plan)] == ["Linear", "Linear"]
+
+
+def test_what_transformers_5_writes_is_accepted(tmp_path, caplog) -> None:
+    """fsdp=True (a bare --fsdp), the XLA keys at false, version 2.0, HF's FULL_STATE_DICT
+    default (a warning: checkpoints are sharded anyway) and a pathlib.Path to the JSON."""
+    config = tmp_path / "fsdp.json"
+    config.write_text(json.dumps({"fsdp_version": 2.0, "xla": False, "xla_fsdp_v2": False,
+                                  "xla_fsdp_grad_ckpt": False,
+                                  "state_dict_type": "FULL_STATE_DICT"}))
+    with caplog.at_level("WARNING", logger="hooktrain"):
+        args = TrainingArguments(output_dir=str(tmp_path), fsdp=True, fsdp_config=config)
+    assert plan_from(args).reshard_after_forward
+    assert args.fsdp_config == str(config)  # kept JSON-serialisable for training_args.json
+    json.dumps(args.to_dict())
+    assert any("FULL_STATE_DICT" in r.getMessage() for r in caplog.records)
+
+
+def test_units_default_to_the_models_no_split_modules(tmp_path) -> None:
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 2)
+
+    class Model(torch.nn.Module):
+        _no_split_modules = ["Block"]
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = torch.nn.Sequential(Block(), Block())
+
+    plan = plan_from(TrainingArguments(output_dir=str(tmp_path), fsdp="full_shard"))
+    assert [type(m).__name__ for m in units(Model(), plan)] == ["Block", "Block"]
 
 
 def test_a_class_the_model_lacks_is_named(tmp_path) -> None:

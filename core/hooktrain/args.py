@@ -162,6 +162,8 @@ class TrainingArguments(HFArguments):
         self.output_dir = os.fspath(self.output_dir) if self.output_dir is not None else (
             "trainer_output")
         check_hf_arguments(self)
+        if isinstance(self.fsdp_config, os.PathLike):  # a path stays JSON-serialisable
+            self.fsdp_config = os.fspath(self.fsdp_config)
         fsdp.plan_from(self)  # a bad fsdp or fsdp_config value fails here, not under torchrun
         _check_choice("logging_strategy", self.logging_strategy, INTERVAL_STRATEGIES)
         _check_choice("eval_strategy", self.eval_strategy, INTERVAL_STRATEGIES)

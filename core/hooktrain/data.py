@@ -66,12 +66,24 @@ class EpochBatchSampler:
         skip, self.skip_batches = self.skip_batches, 0
         for index in range(skip, len(self)):
             batch = order[index * step:(index + 1) * step]
-            per_rank = -(-len(batch) // self.world_size)
-            mine = batch[self.rank * per_rank:(self.rank + 1) * per_rank]
-            if not mine and self.pad_uneven:
-                mine = order[:per_rank]  # training ranks step together: borrow from the start
+            if self.pad_uneven:
+                per_rank = -(-len(batch) // self.world_size)
+                mine = batch[self.rank * per_rank:(self.rank + 1) * per_rank]
+                if not mine:
+                    mine = order[:per_rank]  # training ranks step together: borrow from the start
+            else:
+                mine = rank_share(batch, self.rank, self.world_size)
             if mine:
                 yield mine
+
+
+def rank_share(batch: list[Any], rank: int, world_size: int) -> list[Any]:
+    """Slice ``rank`` of a global batch, the slices in rank order and differing in length by at
+    most one: a short last evaluation batch leaves a process empty only when it holds fewer
+    samples than there are processes (FSDP needs every process to run the model)."""
+    base, extra = divmod(len(batch), world_size)
+    start = rank * base + min(rank, extra)
+    return batch[start:start + base + (rank < extra)]
 
 
 def make_dataloader(

@@ -111,15 +111,15 @@ def sum_over_processes(value: torch.Tensor) -> torch.Tensor:
     return reduced
 
 
-def any_over_processes(flag: bool) -> bool:
-    """True when ``flag`` is true on any process (a collective every process must call)."""
+def any_over_processes(*flags: bool) -> tuple[bool, ...]:
+    """Each flag: true when it is true on any process (one collective every process calls)."""
     if world_size() <= 1:
-        return flag
+        return flags
     device = torch.device("cuda", torch.cuda.current_device()) \
         if dist.get_backend() == "nccl" else torch.device("cpu")
-    value = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+    values = torch.tensor([int(flag) for flag in flags], device=device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return tuple(bool(value) for value in values.tolist())
 
 
 def gather_objects(value: Any) -> list[Any]:

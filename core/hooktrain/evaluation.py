@@ -184,14 +184,17 @@ def _in_lockstep(batches: Any, forward_spare: Any) -> Any:
     iterator, previous = iter(batches), None
     while True:
         batch = next(iterator, None)
-        if not distributed.any_over_processes(batch is not None):
+        # one collective: does any process still have a batch, is any one left with none
+        any_batch, any_starved = distributed.any_over_processes(
+            batch is not None, batch is None and previous is None)
+        if not any_batch:
             return
+        if any_starved:  # every process raises, together
+            raise ConfigError(
+                "A process got no evaluation sample while another did: under FSDP every "
+                "process must run the model, so the evaluation set needs at least one sample "
+                f"per process ({distributed.world_size()}).")
         if batch is None:
-            if previous is None:
-                raise ConfigError(
-                    "This process got no evaluation batch while another did: under FSDP every "
-                    "process must run the model. Use an evaluation set of at least "
-                    "per_device_eval_batch_size x the number of processes samples.")
             forward_spare(previous)
             continue
         previous = batch

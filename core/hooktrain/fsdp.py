@@ -9,9 +9,10 @@ resharded on any number of processes (one, without a process group, included).
 
 ``fsdp`` (a string of HF's options, or a list): ``full_shard`` (parameters resharded after each
 forward) or ``shard_grad_op`` (kept gathered from forward to backward: faster, more memory),
-plus ``offload`` (parameters and optimizer state on the CPU) and ``auto_wrap`` (shard the
-model's ``_no_split_modules`` classes as units). ``fsdp_config``: see :data:`CONFIG_KEYS` and
-docs/distributed.md.
+plus ``offload`` (parameters and optimizer state on the CPU, for a GPU run) and ``auto_wrap``
+(HF's spelling; the units are the model's ``_no_split_modules`` classes unless ``fsdp_config``
+names others). ``fsdp=True`` is ``"full_shard auto_wrap"``, as in transformers 5.
+``fsdp_config``: see :data:`CONFIG_KEYS` and docs/distributed.md.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ REFUSED = {
 #: ``fsdp_config`` keys (HF's, with or without the ``fsdp_`` prefix) and what they do here
 CONFIG_KEYS = {
     "transformer_layer_cls_to_wrap": "class names whose modules are sharded as units",
-    "min_num_params": "also shard every module with at least this many parameters of its own "
-                      "subtree as a unit (0: off)",
+    "min_num_params": "also shard every leaf module with at least this many parameters as a "
+                      "unit (0: off)",
     "reshard_after_forward": "free gathered parameters after forward (default: full_shard)",
     "activation_checkpointing": "recompute the wrapped units' activations in backward",
     "offload_params": "keep parameters, gradients and optimizer state on the CPU",
@@ -53,8 +54,11 @@ CONFIG_KEYS = {
     "mixed_precision": '{"param_dtype": "bfloat16", "reduce_dtype": "float32"}: compute '
                        "and gradient reduction dtypes (default: bf16/fp16 arguments)",
     "version": "2 (hooktrain uses FSDP2)",
-    "state_dict_type": "SHARDED_STATE_DICT (checkpoints are always sharded)",
+    "state_dict_type": "SHARDED_STATE_DICT (checkpoints are always sharded; FULL_STATE_DICT, "
+                       "HF's default, is accepted with a warning)",
 }
+#: keys transformers adds for TPUs: accepted while false
+XLA_KEYS = ("xla", "xla_fsdp_v2", "xla_fsdp_grad_ckpt", "xla_fsdp_settings")
 #: FSDP1 tuning keys HF accepts; FSDP2 has no such knob, so they are accepted and ignored
 NO_EFFECT = ("backward_prefetch", "forward_prefetch", "limit_all_gathers", "use_orig_params",
              "sync_module_states", "cpu_ram_efficient_loading", "auto_wrap_policy")
@@ -69,7 +73,6 @@ class FsdpPlan:
 
     reshard_after_forward: bool
     offload: bool
-    auto_wrap: bool
     layer_classes: tuple[str, ...]
     min_num_params: int
     activation_checkpointing: bool
@@ -94,15 +97,23 @@ def plan_from(args: Any) -> FsdpPlan | None:
     reshard = sharding != ["shard_grad_op"]
     reshard = _bool(config, "reshard_after_forward", reshard)
     version = config.get("version", 2)
-    if str(version) != "2":
+    try:
+        major = float(version)
+    except (TypeError, ValueError):
+        major = None
+    if major != 2:
         raise ConfigError(f"fsdp_config version {version!r} is not supported: hooktrain uses "
                           "FSDP2 (torch.distributed.fsdp.fully_shard); set version 2 or drop "
                           "the key.")
     state_dict_type = str(config.get("state_dict_type", "SHARDED_STATE_DICT")).upper()
-    if state_dict_type != "SHARDED_STATE_DICT":
-        raise ConfigError(f"fsdp_config state_dict_type {state_dict_type!r}: checkpoints under "
-                          "FSDP are always sharded (SHARDED_STATE_DICT); trainer.save_model() "
-                          "writes the full weights.")
+    if state_dict_type == "FULL_STATE_DICT":
+        logger.warning("fsdp_config state_dict_type FULL_STATE_DICT: hooktrain's checkpoints "
+                       "under FSDP are always sharded (each process writes its shard, and they "
+                       "resume on any number of processes); trainer.save_model() writes the "
+                       "full weights.")
+    elif state_dict_type != "SHARDED_STATE_DICT":
+        raise ConfigError(f"fsdp_config state_dict_type {state_dict_type!r} is not one of "
+                          "SHARDED_STATE_DICT, FULL_STATE_DICT.")
     layers = config.get("transformer_layer_cls_to_wrap") or ()
     if isinstance(layers, str):
         layers = tuple(name.strip() for name in layers.split(",") if name.strip())
@@ -117,7 +128,7 @@ def plan_from(args: Any) -> FsdpPlan | None:
         or _bool(config, "cpu_offload", False)
     param_dtype, reduce_dtype = _precision(config.get("mixed_precision"), args)
     return FsdpPlan(
-        reshard_after_forward=reshard, offload=offload, auto_wrap="auto_wrap" in options,
+        reshard_after_forward=reshard, offload=offload,
         layer_classes=tuple(layers), min_num_params=min_params,
         activation_checkpointing=_bool(config, "activation_checkpointing", False),
         param_dtype=param_dtype, reduce_dtype=reduce_dtype,
@@ -127,6 +138,8 @@ def plan_from(args: Any) -> FsdpPlan | None:
 def _options(value: Any) -> list[str]:
     if value is None or value is False or value == "":
         return []
+    if value is True:  # transformers 5's fsdp=True (and a bare --fsdp)
+        return ["full_shard", "auto_wrap"]
     if isinstance(value, str):
         items = value.replace(",", " ").split()
     elif isinstance(value, (list, tuple)):
@@ -163,6 +176,11 @@ def _config(value: Any) -> dict[str, Any]:
         name = key[len("fsdp_"):] if key.startswith("fsdp_") else key
         if name in NO_EFFECT:
             logger.info("fsdp_config %r has no effect with FSDP2; ignored.", key)
+            continue
+        if name in XLA_KEYS:
+            if item:
+                raise ConfigError(f"fsdp_config {key!r} is for TPUs (torch_xla), which hooktrain "
+                                  "does not support; set it to false or drop it.")
             continue
         if name not in CONFIG_KEYS:
             raise ConfigError(f"Unknown fsdp_config key {key!r}. Known keys: "
@@ -216,7 +234,7 @@ def is_sharded(model: Any) -> bool:
 def units(model: torch.nn.Module, plan: FsdpPlan) -> list[torch.nn.Module]:
     """The submodules sharded as units before the root, innermost first."""
     classes = set(plan.layer_classes)
-    if not classes and plan.auto_wrap:
+    if not classes:  # HF's default policy: the model's own "do not split" classes
         classes = set(getattr(model, "_no_split_modules", None) or ())
     known = {type(module).__name__ for module in model.modules()}
     missing = sorted(set(plan.layer_classes) - known)
@@ -252,14 +270,22 @@ def shard(model: torch.nn.Module, plan: FsdpPlan, device: torch.device) -> torch
         options["mp_policy"] = MixedPrecisionPolicy(
             param_dtype=plan.param_dtype and getattr(torch, plan.param_dtype),
             reduce_dtype=plan.reduce_dtype and getattr(torch, plan.reduce_dtype))
-    if plan.offload:
+    if plan.offload and device.type == "cpu":
+        logger.warning("fsdp offload keeps parameters and optimizer state on the CPU, which is "
+                       "where this run trains already: ignored.")
+    elif plan.offload:
         options["offload_policy"] = CPUOffloadPolicy()
     chosen = units(model, plan)
+    if not chosen:
+        logger.warning(
+            "FSDP shards %s as one unit: every forward gathers the whole model on every "
+            "process. Name its layer classes in fsdp_config transformer_layer_cls_to_wrap (or "
+            "set min_num_params) so it is gathered one unit at a time.", type(model).__name__)
     if plan.activation_checkpointing:
         if not chosen:
             raise ConfigError("fsdp_config activation_checkpointing needs units to recompute: "
-                              "set transformer_layer_cls_to_wrap (or auto_wrap for a model "
-                              "with _no_split_modules).")
+                              "set transformer_layer_cls_to_wrap (a transformers model's "
+                              "_no_split_modules are the default) or min_num_params.")
         from torch.distributed._composable import checkpoint
 
         for module in chosen:
@@ -271,6 +297,21 @@ def shard(model: torch.nn.Module, plan: FsdpPlan, device: torch.device) -> torch
                 distributed.world_size(), ", ".join(sorted({type(m).__name__ for m in chosen}))
                 or "root only")
     return model
+
+
+def check_evaluation_sets(eval_dataset: Any) -> None:
+    """Under FSDP each process must run every evaluation forward: a set with fewer samples
+    than processes leaves one with nothing to run (the evaluation loop would fail then)."""
+    from hooktrain import distributed
+
+    named = eval_dataset.items() if isinstance(eval_dataset, dict) else [("", eval_dataset)]
+    for name, dataset in named:
+        if hasattr(dataset, "__len__") and len(dataset) < distributed.world_size():
+            label = f"eval_dataset[{name!r}]" if name else "eval_dataset"
+            raise ConfigError(f"{label} has {len(dataset)} samples for "
+                              f"{distributed.world_size()} processes: under FSDP every process "
+                              "runs each evaluation forward, so it needs at least one sample "
+                              "per process.")
 
 
 # ---- checkpoints ----------------------------------------------------------------------------

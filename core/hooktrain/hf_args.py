@@ -93,7 +93,7 @@ class HFArguments:
     # error when set to anything but the default
     push_to_hub: bool = False
     deepspeed: dict[str, Any] | str | None = None
-    fsdp: str | list[str] | None = None
+    fsdp: str | list[str] | bool | None = None
     fsdp_config: dict[str, Any] | str | None = None
     use_liger_kernel: bool = False
     include_for_metrics: list[str] = field(default_factory=list)

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from hooktrain.data import rank_share
+
 
 def has_length(dataset: Any) -> bool:
     """Whether ``len(dataset)`` works: map-style data sets, lists, ``datasets.Dataset``."""
@@ -54,12 +56,11 @@ class RankSlices(torch.utils.data.IterableDataset):
             if len(batch) == step:
                 yield from batch[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
                 batch = []
-        if batch:
+        if batch and self.pad_uneven:
             per_rank = -(-len(batch) // self.world_size)
-            mine = batch[self.rank * per_rank:(self.rank + 1) * per_rank]
-            if not mine and self.pad_uneven:
-                mine = batch[:per_rank]
-            yield from mine
+            yield from batch[self.rank * per_rank:(self.rank + 1) * per_rank] or batch[:per_rank]
+        elif batch:
+            yield from rank_share(batch, self.rank, self.world_size)
 
 
 def iterable_dataloader(dataset: Any, batch_size: int, collate_fn: Any, rank: int,

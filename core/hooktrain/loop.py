@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from hooktrain import fsdp
 from hooktrain.data import EpochBatchSampler, to_device
 from hooktrain.errors import ConfigError
 from hooktrain.item_count import (
@@ -99,6 +100,8 @@ class TrainingLoop:
             trainer.model_loss_shifts_labels = loss_shifts_labels(trainer.model)
         if trainer.model_wrapped is trainer.model:
             trainer.model_wrapped = wrap_model_for_training(trainer.model, trainer.device, args)
+        if fsdp.is_sharded(trainer.model) and (args.eval_strategy != "no" or args.eval_on_start):
+            fsdp.check_evaluation_sets(trainer.eval_dataset)  # before a step is spent
         trainer.create_optimizer_and_scheduler(num_training_steps=max_steps)
 
         trainer.state = state = TrainerState(train_batch_size=args.per_device_train_batch_size)
@@ -160,7 +163,9 @@ class TrainingLoop:
             batches = start_epoch(dataloader, epoch, skip_batches)
         hooks.on_epoch_begin()
         model = trainer.model_wrapped
-        unwrapped = model is trainer.model  # no DDP wrapper: no gradient sync to skip
+        # No DDP wrapper (one process, or FSDP, which reduce-scatters every micro-batch, see
+        # docs/distributed.md; compiled, it is still not DDP): no gradient sync to skip.
+        unwrapped = model is trainer.model or fsdp.is_sharded(trainer.model)
         training_step = trainer.training_step
         takes_count = self.training_step_takes_count
         record_loss = self.progress.loss_filter.record

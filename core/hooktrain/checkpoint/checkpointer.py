@@ -63,9 +63,12 @@ class Checkpointer:
         loop = progress.to_saved()
         rng_states = distributed.gather_objects(ckpt.collect_rng_state())
         path = output_dir / f"{ckpt.PREFIX}-{step}"
-        staging, model_files = None, {}
+        staging, model_files, save_model_hook = None, {}, self._save_model_hook()
         if fsdp.is_sharded(trainer.model):
             staging = self._write_shards()
+            if save_model_hook is not None:  # it gathers the weights: a collective, so on
+                save_model_hook(staging)      # every process (rank zero writes)
+                save_model_hook = None
         else:
             model_files = {
                 ckpt.WEIGHTS: ckpt.save_weights(trainer.model),
@@ -81,7 +84,7 @@ class Checkpointer:
                 ckpt.ARGS: ckpt.save_json(args.to_dict()),
                 ckpt.LOOP_STATE: ckpt.save_json(loop),
             }
-            path = ckpt.write_checkpoint(output_dir, step, writers, before=self._save_model_hook(),
+            path = ckpt.write_checkpoint(output_dir, step, writers, before=save_model_hook,
                                          staging=staging)
             keep = [path] + [p for p in (self.resumed_from,) if p is not None]
             if state.best_model_checkpoint:
@@ -114,11 +117,35 @@ class Checkpointer:
     # ---- resuming ------------------------------------------------------------------------
 
     def resolve(self, resume_from_checkpoint: str | bool | None) -> Path | None:
-        """The checkpoint ``train(resume_from_checkpoint=...)`` resumes from, checked; or None."""
-        args = self.trainer.args
+        """The checkpoint ``train(resume_from_checkpoint=...)`` resumes from, checked; or None.
+
+        Under torchrun rank zero chooses and checks it and every process takes its answer (or
+        its error), so all load the same checkpoint, or none does, and the files are hashed
+        once instead of once per process."""
         self.resumed_from = None
         if resume_from_checkpoint is None or resume_from_checkpoint is False:
             return None
+        if distributed.world_size() == 1:
+            return self._resolve_here(resume_from_checkpoint)
+        answer: tuple[str, str | None] = ("", None)
+        if distributed.rank() == 0:
+            try:
+                found = self._resolve_here(resume_from_checkpoint)
+                answer = ("path", None if found is None else str(found))
+            except CheckpointError as exc:
+                answer = ("error", str(exc))
+        kind, value = distributed.gather_objects(answer)[0]
+        if kind == "error":
+            raise CheckpointError(value)
+        self.resumed_from = None if value is None else Path(value)
+        if self.resumed_from is not None and not self.resumed_from.is_dir():
+            raise CheckpointError(
+                f"Rank {distributed.rank()} cannot see {self.resumed_from}, which rank 0 resumes "
+                "from: output_dir must be on a filesystem every process sees.")
+        return self.resumed_from
+
+    def _resolve_here(self, resume_from_checkpoint: str | bool) -> Path | None:
+        args = self.trainer.args
         if args.should_save:
             ckpt.remove_stale_temporaries(args.output_dir)
         if resume_from_checkpoint is True:
